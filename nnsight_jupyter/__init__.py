@@ -1,0 +1,43 @@
+"""nnsight_jupyter: interventions on language models from Jupyter.
+
+The public API (fixed in DESIGN.md), re-exported here and nothing else.
+"""
+
+from .errors import (
+    ControlFlowError,
+    ExecutionError,
+    GraphError,
+    ModelLoadError,
+    ModuleAttributeError,
+    ModuleIndexError,
+    NNsightError,
+    OpNotAllowedError,
+    OutOfOrderError,
+    ShapeMismatchError,
+    TracingError,
+    ValueNotReadyError,
+    WeightWriteError,
+)
+from .tracing import LanguageModel, NNsight, Proxy, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LanguageModel",
+    "NNsight",
+    "Proxy",
+    "save",
+    "NNsightError",
+    "ControlFlowError",
+    "ExecutionError",
+    "GraphError",
+    "ModelLoadError",
+    "ModuleAttributeError",
+    "ModuleIndexError",
+    "OpNotAllowedError",
+    "OutOfOrderError",
+    "ShapeMismatchError",
+    "TracingError",
+    "ValueNotReadyError",
+    "WeightWriteError",
+]

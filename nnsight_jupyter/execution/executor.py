@@ -1,0 +1,444 @@
+"""Running a graph against a torch model.
+
+For each run of the graph: build the batch from the invokes (`batching`), place every node at its
+event (`planner`), install forward hooks on exactly the modules the run touches, run the model
+(a forward pass, or `generate`), then remove every hook, whatever happened. Nodes run inside the
+hooks in program order; values live in one table for the whole graph, so a session's later traces
+use an earlier trace's values directly. Gradients: after the forward, `backward` registers tensor
+hooks on the values whose `.grad` the graph reads or writes and calls `torch.autograd.grad` with
+those values as inputs, so weights never receive a gradient.
+
+The model's weights are never changed: in-place ops on tensors that share storage with a weight
+or buffer are refused, parameters are read detached, and hooks are gone when `execute` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ExecutionError, NNsightError, ShapeMismatchError, TracingError, WeightWriteError
+from ..graph.nodes import Graph, Node, Ref
+from ..graph.ops import OPS
+from .batching import Batch, ModuleTarget, Span, view, write
+from .planner import RunPlan, plan
+
+
+@dataclass
+class Result:
+    """What comes back: saved values by save-node id, log lines, and saves that never ran."""
+
+    saved: dict[int, Any] = field(default_factory=dict)
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    missing: dict[int, str] = field(default_factory=dict)
+
+
+class _Frame:
+    """The value a hook is looking at: a module's output, or its (args, kwargs)."""
+
+    __slots__ = ("kind", "value", "args", "kwargs", "changed", "where")
+
+    def __init__(self, kind: str, where: str, value: Any = None, args: tuple = (), kwargs: dict | None = None):
+        self.kind = kind
+        self.where = where
+        self.value = value
+        self.args = args
+        self.kwargs = kwargs
+        self.changed = False
+
+
+class _GradFrame:
+    __slots__ = ("target", "grad")
+
+    def __init__(self, target: int, grad: torch.Tensor):
+        self.target = target
+        self.grad = grad
+
+
+def execute(graph: Graph, target: ModuleTarget, *, echo_logs: bool = True) -> Result:
+    """Run every run of `graph` on `target`; raise NNsightError (nothing left hooked) on failure."""
+    return _Executor(graph, target, echo_logs).run()
+
+
+class _Executor:
+    def __init__(self, graph: Graph, target: ModuleTarget, echo_logs: bool):
+        self.graph = graph
+        self.target = target
+        self.echo_logs = echo_logs
+        self.values: dict[int, Any] = {}
+        self.result = Result()
+        self.weights: frozenset[int] | None = None
+        self._dispatch: dict[str, Callable[[Node, Any], Any]] = {
+            "module.output": self._read_output, "module.input": self._read_input,
+            "module.inputs": self._read_inputs, "module.set_output": self._set_output,
+            "module.set_input": self._set_input, "module.set_inputs": self._set_inputs,
+            "module.skip": self._skip, "module.call": self._call_module, "module.param": self._param,
+            "grad": self._grad, "set_grad": self._set_grad, "backward": self._backward,
+            "save": self._save, "log": self._log, "tracer.result": self._result,
+        }
+
+    # ------------------------------------------------------------------ runs
+
+    def run(self) -> Result:
+        if self.graph.parameters:
+            raise TracingError("job-owned parameters (training inside a session) are not supported yet")
+        first = self.graph.runs[0]
+        batches = {first.id: self._batch(first)}
+        order = self.target.ensure_order(batches[first.id])
+        plans = plan(self.graph, {run.id: order for run in self.graph.runs})
+        for run_plan in plans:
+            batch = batches.get(run_plan.run.id) or self._batch(run_plan.run)
+            self._run(run_plan, batch)
+        return self.result
+
+    def _batch(self, run) -> Batch:
+        inputs = [(inv.id, self._resolve(inv.args), self._resolve(inv.kwargs), inv.all_rows) for inv in run.invokes]
+        return self.target.build_batch(run, inputs)
+
+    def _run(self, run_plan: RunPlan, batch: Batch) -> None:
+        self.plan = run_plan
+        self.batch = batch
+        self.step = 0
+        self.seq_len = batch.seq_len
+        self.count_in: dict[str, int] = {}
+        self.count_out: dict[str, int] = {}
+        self.suspended = 0
+        self.pending_skips: dict[tuple[str, int], list[tuple[Span, Any]]] = {}
+        self.output_ids = None
+        self.grad_targets = set(run_plan.grads)
+        if run_plan.needs_grad and any(not span.full for span in batch.spans.values()):
+            raise TracingError(
+                "gradients in a trace with several invokes (or padded rows) are not supported yet: "
+                "use one invoke per trace for backward()")
+        for node in run_plan.before:
+            self._exec(node, None)
+        module = self.target.module
+        handles: list[Any] = []
+        forwards: list[tuple[torch.nn.Module, Any]] = []
+        try:
+            if run_plan.run.kind == "generate":
+                handles.append(module.register_forward_pre_hook(self._step_hook))
+            pre, post = run_plan.hooked()
+            for path in pre:
+                handles.append(module.get_submodule(path).register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
+            for path in post:
+                handles.append(module.get_submodule(path).register_forward_hook(self._post_hook(path)))
+            for path in run_plan.skips:
+                sub = module.get_submodule(path)
+                forwards.append((sub, sub.__dict__.get("forward")))
+                sub.forward = self._skipping_forward(path, sub.forward)
+            with torch.set_grad_enabled(run_plan.needs_grad):
+                if run_plan.run.kind == "generate":
+                    self.output_ids = self.target.generate(batch, dict(run_plan.run.options))
+                else:
+                    module(*batch.args, **batch.kwargs)
+            for node in run_plan.after:
+                self._exec(node, None)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for sub, original in forwards:
+                if original is None:
+                    sub.__dict__.pop("forward", None)
+                else:
+                    sub.forward = original
+        self._report_missing(run_plan)
+
+    def _report_missing(self, run_plan: RunPlan) -> None:
+        for node in self.graph.nodes:
+            if node.run == run_plan.run.id and node.op == "save" and node.id not in self.values:
+                self.result.missing[node.id] = (
+                    f"{node.line}: this value was never computed: generation stopped after step "
+                    f"{self.step} (end of sequence) before step {node.step} ran")
+
+    # ------------------------------------------------------------------ hooks
+
+    def _step_hook(self, module, args):
+        if self.suspended:
+            return None
+        if self.count_in or self.count_out:
+            self.step += 1
+            self.count_in.clear()
+            self.count_out.clear()
+        if self.step > 0 and not self.plan.run.options.get("use_cache") is False:
+            self.seq_len = None
+        elif self.step > 0:
+            self.seq_len = (self.batch.seq_len or 0) + self.step
+        return None
+
+    def _nodes_at(self, path: str, call: int, kind: str) -> list[Node]:
+        nodes = self.plan.events.get((self.step, path, call, kind), ())
+        repeat = self.plan.repeat.get((path, call, kind))
+        if repeat:
+            nodes = [*nodes, *(n for n in repeat if n.step <= self.step)]
+            nodes.sort(key=lambda n: n.id)
+        return nodes
+
+    def _pre_hook(self, path: str):
+        def hook(module, args, kwargs):
+            if self.suspended:
+                return None
+            call = self.count_in.get(path, 0)
+            self.count_in[path] = call + 1
+            nodes = self._nodes_at(path, call, "input")
+            if not nodes:
+                return None
+            frame = _Frame("input", path or "model", args=args, kwargs=kwargs)
+            for node in nodes:
+                self._exec(node, frame)
+            return (frame.args, frame.kwargs) if frame.changed else None
+        return hook
+
+    def _post_hook(self, path: str):
+        def hook(module, args, output):
+            if self.suspended:
+                return None
+            call = self.count_out.get(path, 0)
+            self.count_out[path] = call + 1
+            frame = _Frame("output", path or "model", value=output)
+            for span, value in self.pending_skips.pop((path, call), ()):
+                if not span.full:
+                    frame.value = write(frame.value, value, span, self.batch.size, self.seq_len,
+                                        f"{frame.where}.output")
+                    frame.changed = True
+            for node in self._nodes_at(path, call, "output"):
+                self._exec(node, frame)
+            return frame.value if frame.changed else None
+        return hook
+
+    def _skipping_forward(self, path: str, forward: Callable) -> Callable:
+        def skipping(*args, **kwargs):
+            if not self.suspended:
+                pending = self.pending_skips.get((path, self.count_in.get(path, 1) - 1), ())
+                for span, value in pending:
+                    if span.full:
+                        return value
+            return forward(*args, **kwargs)
+        return skipping
+
+    # ------------------------------------------------------------------ nodes
+
+    def _exec(self, node: Node, frame: Any) -> None:
+        try:
+            handler = self._dispatch.get(node.op)
+            if handler is not None:
+                value = handler(node, frame)
+            else:
+                op = OPS[node.op]
+                args = self._resolve(node.args)
+                kwargs = self._resolve(node.kwargs) if node.kwargs else {}
+                if op.kind == "method" and not isinstance(args[0], torch.Tensor):
+                    raise ExecutionError(f"{node.op} needs a tensor, got {type(args[0]).__name__}")
+                if op.mutates:
+                    self._check_not_weight(args[0], node)
+                value = op.fn(*args, **kwargs)
+        except NNsightError as error:
+            if error.where is None and node.line:
+                error.where = node.line
+                error.args = (f"{node.line}: {error.args[0]}",)
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure inside a node names its line
+            raise ExecutionError(f"{_describe(node)} failed: {type(error).__name__}: {error}",
+                                 where=node.line) from error
+        self.values[node.id] = value
+        if node.id in self.grad_targets and isinstance(value, torch.Tensor) and not value.requires_grad:
+            if value.grad_fn is None and value.is_floating_point():
+                value.requires_grad_(True)
+
+    def _resolve(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is Ref:
+            try:
+                return self.values[value.id]
+            except KeyError:
+                raise ExecutionError(f"value %{value.id} is used before it was computed") from None
+        if kind is tuple or kind is list:
+            return kind(self._resolve(v) for v in value)
+        if kind is dict:
+            return {k: self._resolve(v) for k, v in value.items()}
+        if kind is slice:
+            return slice(self._resolve(value.start), self._resolve(value.stop), self._resolve(value.step))
+        return value
+
+    def _check_not_weight(self, tensor: Any, node: Node) -> None:
+        if not isinstance(tensor, torch.Tensor):
+            return
+        if self.weights is None:
+            self.weights = self.target.weight_storages()
+        if tensor.untyped_storage().data_ptr() in self.weights:
+            raise WeightWriteError(
+                f"{_describe(node)} would change the model's weights, which are read-only inside a "
+                "trace. Work on a copy: `w = model.lm_head.weight.clone()`.", where=node.line)
+
+    def _span(self, node: Node) -> Span:
+        return self.batch.spans[node.invoke]
+
+    def _view(self, node: Node, value: Any) -> Any:
+        return view(value, self._span(node), self.batch.size, self.seq_len)
+
+    # -- module reads and writes
+    def _read_output(self, node: Node, frame: _Frame) -> Any:
+        return self._view(node, frame.value)
+
+    def _read_input(self, node: Node, frame: _Frame) -> Any:
+        if frame.args:
+            return self._view(node, frame.args[0])
+        if frame.kwargs:
+            return self._view(node, next(iter(frame.kwargs.values())))
+        raise ExecutionError(f"{frame.where} was called without arguments: it has no .input")
+
+    def _read_inputs(self, node: Node, frame: _Frame) -> Any:
+        return (self._view(node, tuple(frame.args)), self._view(node, dict(frame.kwargs or {})))
+
+    def _set_output(self, node: Node, frame: _Frame) -> None:
+        new = self._resolve(node.args[0])
+        frame.value = write(frame.value, new, self._span(node), self.batch.size, self.seq_len, f"{frame.where}.output")
+        frame.changed = True
+
+    def _set_input(self, node: Node, frame: _Frame) -> None:
+        new = self._resolve(node.args[0])
+        span, where = self._span(node), f"{frame.where}.input"
+        if frame.args:
+            frame.args = (write(frame.args[0], new, span, self.batch.size, self.seq_len, where), *frame.args[1:])
+        elif frame.kwargs:
+            key = next(iter(frame.kwargs))
+            frame.kwargs = {**frame.kwargs, key: write(frame.kwargs[key], new, span, self.batch.size, self.seq_len, where)}
+        else:
+            raise ExecutionError(f"{frame.where} was called without arguments: it has no .input to replace")
+        frame.changed = True
+
+    def _set_inputs(self, node: Node, frame: _Frame) -> None:
+        new = self._resolve(node.args[0])
+        if not (isinstance(new, (tuple, list)) and len(new) == 2 and isinstance(new[1], dict)):
+            raise ShapeMismatchError(f"{frame.where}.inputs must be set to (args, kwargs), got {type(new).__name__}")
+        args, kwargs = new
+        span = self._span(node)
+        if not span.full:
+            args = tuple(write(a, b, span, self.batch.size, self.seq_len, f"{frame.where}.inputs[0][{i}]")
+                         if isinstance(a, torch.Tensor) else b for i, (a, b) in enumerate(zip(frame.args, args)))
+            kwargs = {k: write(frame.kwargs[k], v, span, self.batch.size, self.seq_len, f"{frame.where}.inputs[1][{k!r}]")
+                      if isinstance(frame.kwargs.get(k), torch.Tensor) else v for k, v in kwargs.items()}
+        frame.args, frame.kwargs, frame.changed = tuple(args), dict(kwargs), True
+
+    def _skip(self, node: Node, frame: _Frame) -> None:
+        call = self.count_in.get(node.module or "", 1) - 1
+        self.pending_skips.setdefault((node.module or "", call), []).append(
+            (self._span(node), self._resolve(node.args[0])))
+
+    def _call_module(self, node: Node, frame: Any) -> Any:
+        path, *args = self._resolve(node.args)
+        module = self.target.module.get_submodule(path) if path else self.target.module
+        self.suspended += 1
+        try:
+            return module(*args, **self._resolve(node.kwargs))
+        finally:
+            self.suspended -= 1
+
+    def _param(self, node: Node, frame: Any) -> Any:
+        path, name = node.args
+        owner = self.target.module.get_submodule(path) if path else self.target.module
+        tensor = owner._parameters.get(name)
+        if tensor is None:
+            tensor = owner._buffers.get(name)
+        if tensor is None:
+            raise ExecutionError(f"{path or 'model'} has no parameter or buffer {name!r}")
+        return tensor.detach()
+
+    # -- results
+    def _save(self, node: Node, frame: Any) -> Any:
+        value = _snapshot(self._resolve(node.args[0]))
+        self.result.saved[node.id] = value
+        return value
+
+    def _log(self, node: Node, frame: Any) -> None:
+        text = " ".join(str(_snapshot(a)) for a in self._resolve(node.args))
+        self.result.logs.append((node.line, text))
+        if self.echo_logs:
+            print(text)
+
+    def _result(self, node: Node, frame: Any) -> Any:
+        if self.output_ids is None:
+            raise TracingError("tracer.result is only set by model.generate(...)")
+        span = self._span(node)
+        ids = self.output_ids
+        if span.full:
+            return ids
+        return ids[span.start:span.stop, span.pad:]
+
+    # -- gradients
+    def _backward(self, node: Node, frame: Any) -> None:
+        loss = self._resolve(node.args[0])
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            raise ExecutionError(
+                "backward() needs a tensor that depends on the model's activations; this one does not "
+                "require grad (was it computed from a saved copy?)")
+        targets = [t for t, nodes in self.plan.grads.items() if any(n.backward == node.id for n in nodes)]
+        handles = []
+        self.grads: dict[int, torch.Tensor] = {}
+        try:
+            for target in targets:
+                tensor = self.values[target]
+                if not isinstance(tensor, torch.Tensor) or not tensor.requires_grad:
+                    raise ExecutionError(f"the value of node %{target} does not take part in the gradient")
+                handles.append(tensor.register_hook(self._grad_hook(target, self.plan.grads[target])))
+            torch.autograd.grad(loss, [self.values[t] for t in targets] or [loss], allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return None
+
+    def _grad_hook(self, target: int, nodes: list[Node]):
+        def hook(grad):
+            frame = _GradFrame(target, grad)
+            self.grads[target] = grad
+            for node in nodes:
+                self._exec(node, frame)
+            self.grads[target] = frame.grad
+            return frame.grad
+        return hook
+
+    def _grad(self, node: Node, frame: _GradFrame) -> Any:
+        target = node.args[0].id
+        if frame is not None and frame.target == target:
+            return frame.grad
+        if target in self.grads:
+            return self.grads[target]
+        raise ExecutionError("this gradient has not arrived yet: read .grad of later layers first")
+
+    def _set_grad(self, node: Node, frame: _GradFrame) -> None:
+        target = node.args[0].id
+        if frame is None or frame.target != target:
+            raise ExecutionError("a gradient can only be replaced while it flows back: write `h.grad = ...` "
+                                 "before reading the .grad of earlier values")
+        new = self._resolve(node.args[1])
+        if not isinstance(new, torch.Tensor) or new.shape != frame.grad.shape:
+            raise ShapeMismatchError(
+                f"the gradient has shape {tuple(frame.grad.shape)}; the value written has shape "
+                f"{tuple(getattr(new, 'shape', ()))}")
+        frame.grad = new
+
+
+def _snapshot(value: Any) -> Any:
+    """The value at the point it is saved: tensors are detached and copied."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple):
+        items = [_snapshot(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_snapshot(v) for v in value]
+    if isinstance(value, dict):
+        snap = {k: _snapshot(v) for k, v in value.items()}
+        try:
+            return type(value)(**snap) if type(value) is not dict else snap
+        except TypeError:
+            return snap
+    return value
+
+
+def _describe(node: Node) -> str:
+    where = f" on {node.module or 'model'}" if node.module is not None else ""
+    return f"{node.op}{where}"

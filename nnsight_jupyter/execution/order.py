@@ -1,0 +1,91 @@
+"""A model's module execution order, recorded once and used to check every trace before it runs.
+
+An *event* is ``(module_path, call_index, kind)`` with kind ``"input"`` (the forward pre-hook)
+or ``"output"`` (the forward hook). `ExecutionOrder` is the list of events of one forward pass,
+in the order they happen. It is recorded
+
+* for a language model, from a forward of a dummy prompt under `FakeTensorMode` (shapes only,
+  no real compute), when the model is wrapped or loaded by the host;
+* for any other module, from its first real forward (`record_order_during` wraps that call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import torch
+
+Event = tuple[str, int, str]
+
+
+class ExecutionOrder:
+    """Events of one forward pass in time order, with O(1) position lookup."""
+
+    def __init__(self, events: list[Event]):
+        self.events = list(events)
+        self.position = {event: i for i, event in enumerate(self.events)}
+        self.calls: dict[str, int] = {}
+        for path, call, kind in self.events:
+            if kind == "output":
+                self.calls[path] = max(self.calls.get(path, 0), call + 1)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def describe(self, path: str) -> str:
+        """'called 2 times per forward pass' / 'never called' for error messages."""
+        n = self.calls.get(path, 0)
+        if n == 0:
+            return "is never called in a forward pass"
+        return f"is called {n} time{'s' if n != 1 else ''} per forward pass"
+
+    def to_json(self) -> list[list]:
+        return [list(event) for event in self.events]
+
+    @classmethod
+    def from_json(cls, data: list[list]) -> "ExecutionOrder":
+        return cls([(str(p), int(c), str(k)) for p, c, k in data])
+
+
+@contextlib.contextmanager
+def record_order_during(module: torch.nn.Module) -> Iterator[list[Event]]:
+    """Record the events of every forward run inside the block (hooks on all submodules)."""
+    events: list[Event] = []
+    counts_in: dict[str, int] = {}
+    counts_out: dict[str, int] = {}
+    handles = []
+
+    def pre(path: str) -> Callable:
+        def hook(mod, args, kwargs):
+            call = counts_in.get(path, 0)
+            counts_in[path] = call + 1
+            events.append((path, call, "input"))
+        return hook
+
+    def post(path: str) -> Callable:
+        def hook(mod, args, output):
+            call = counts_out.get(path, 0)
+            counts_out[path] = call + 1
+            events.append((path, call, "output"))
+        return hook
+
+    try:
+        for path, sub in module.named_modules():
+            handles.append(sub.register_forward_pre_hook(pre(path), with_kwargs=True))
+            handles.append(sub.register_forward_hook(post(path)))
+        yield events
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def record_order_fake(module: torch.nn.Module, kwargs: dict[str, Any]) -> ExecutionOrder:
+    """Record the order from a forward under FakeTensorMode: shapes propagate, nothing computes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with record_order_during(module) as events, torch.no_grad():
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake_kwargs = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            module(**fake_kwargs)
+    return ExecutionOrder(events)

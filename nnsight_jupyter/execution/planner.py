@@ -1,0 +1,192 @@
+"""Placing every node of a run at the moment it runs, and refusing impossible orders before the model runs.
+
+Each node gets an *anchor*, a sortable tuple:
+
+* ``(0, 0, 0)``          before the forward pass (nodes that depend on nothing from the model);
+* ``(1, step, pos)``     at event `pos` of the recorded execution order, in generation step `step`;
+* ``(2, 0, 0)``          after the forward pass (``tracer.result``, ``backward``, code after ``tracer.all()``);
+* ``(3, -step, -pos)``   during backward, when the gradient of a value anchored at (1, step, pos) arrives.
+
+Code in one invoke runs in program order: every node is anchored no earlier than the node before it
+in its invoke (its *cursor*) and no earlier than the values it uses. A module access is anchored at
+its own event; if that event is earlier than the cursor or than a value it uses, the trace is
+impossible and `OutOfOrderError` says which line, which modules and how to fix it. Invokes have
+cursors of their own, so a value read in one invoke can be used in a later one with no barrier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import OutOfOrderError, TracingError
+from ..graph.nodes import Graph, Node, Ref, Run
+from .order import ExecutionOrder
+
+START = (0, 0, 0)
+END = (2, 0, 0)
+MODULE_ACCESS = {
+    "module.output": "output", "module.set_output": "output",
+    "module.input": "input", "module.inputs": "input", "module.set_input": "input",
+    "module.set_inputs": "input", "module.skip": "input",
+}
+GRAD_OPS = ("grad", "set_grad")
+
+
+@dataclass
+class RunPlan:
+    """Where each node of one run executes."""
+
+    run: Run
+    before: list[Node] = field(default_factory=list)
+    events: dict[tuple[int, str, int, str], list[Node]] = field(default_factory=dict)   # (step, path, call, kind)
+    repeat: dict[tuple[str, int, str], list[Node]] = field(default_factory=dict)       # every step >= node.step
+    after: list[Node] = field(default_factory=list)
+    grads: dict[int, list[Node]] = field(default_factory=dict)    # target node id -> nodes in its grad hook
+    skips: set[str] = field(default_factory=set)
+    needs_grad: bool = False
+    last_step: int = 0
+
+    def hooked(self) -> tuple[set[str], set[str]]:
+        """Module paths that need a forward pre-hook / a forward hook."""
+        pre, post = set(), set()
+        for key in (*self.events, *((0, *k) for k in self.repeat)):
+            (pre if key[3] == "input" else post).add(key[1])
+        for path in self.skips:
+            pre.add(path)
+            post.add(path)
+        return pre, post
+
+
+def refs_of(value: Any, out: list[int]) -> list[int]:
+    """Ids of every Ref inside a (nested) argument."""
+    if isinstance(value, Ref):
+        out.append(value.id)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            refs_of(item, out)
+    elif isinstance(value, dict):
+        for item in value.values():
+            refs_of(item, out)
+    elif isinstance(value, slice):
+        refs_of((value.start, value.stop, value.step), out)
+    return out
+
+
+def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
+    """Anchor every node; `orders[run_id]` is the execution order of that run's model."""
+    plans = {run.id: RunPlan(run) for run in graph.runs}
+    anchors: dict[int, tuple] = {}
+    run_of: dict[int, int] = {}
+    last_access: dict[tuple[int, int], Node] = {}
+    cursor: dict[tuple[int, int], tuple] = {}
+    grad_anchor_target: dict[tuple, int] = {}
+    for node in graph.nodes:
+        run_plan = plans[node.run]
+        key = (node.run, node.invoke)
+        cur = cursor.get(key, START)
+        dep, dep_node = START, None
+        for ref in refs_of(node.args, []) + refs_of(node.kwargs, []):
+            if run_of.get(ref) == node.run and anchors[ref] > dep:
+                dep, dep_node = anchors[ref], ref
+        passive = bool(node.kwargs.get("passive")) if node.op in ("module.output", "save") else False
+        kind = MODULE_ACCESS.get(node.op)
+        if kind is not None:
+            anchor = _event_anchor(node, kind, orders[node.run], graph)
+            if not passive:
+                if anchor < cur:
+                    raise _out_of_order(node, last_access.get(key), orders[node.run])
+                if dep > anchor:
+                    raise _uses_later_value(node, graph.nodes[_index(graph, dep_node)])
+                last_access[key] = node
+        elif node.op in GRAD_OPS:
+            target = node.args[0].id
+            t_anchor = anchors[target]
+            if t_anchor[0] != 1:
+                raise TracingError(f"{node.line}: .grad of a value that is not computed in the forward pass")
+            anchor = (3, -t_anchor[1], -t_anchor[2])
+            grad_anchor_target.setdefault(anchor, target)
+            anchor = max(anchor, cur)
+            run_plan.grads.setdefault(target, [])
+        elif node.op in ("tracer.result", "backward") or node.step < 0:
+            anchor = max(END, cur, dep)
+        elif passive:
+            anchor = dep
+        else:
+            anchor = max(cur, dep)
+        anchors[node.id] = anchor
+        run_of[node.id] = node.run
+        if not passive:
+            cursor[key] = anchor
+        _place(run_plan, node, anchor, orders[node.run], grad_anchor_target)
+    return [plans[run.id] for run in graph.runs]
+
+
+def _index(graph: Graph, node_id: int | None) -> int:
+    for i, node in enumerate(graph.nodes):
+        if node.id == node_id:
+            return i
+    return 0
+
+
+def _event_anchor(node: Node, kind: str, order: ExecutionOrder, graph: Graph) -> tuple:
+    if node.step < 0:
+        raise TracingError(
+            f"{node.line}: {node.module or 'the model'}.{kind} is read after a `tracer.all()` / open "
+            "`tracer.iter[a:]` loop, when every generation step has run; move it inside the loop")
+    pos = order.position.get((node.module or "", node.call, kind))
+    if pos is None:
+        path = node.module or "the model"
+        raise OutOfOrderError(
+            f"{path} {order.describe(node.module or '')}, so call {node.call} of it can't be "
+            f"intervened on. Use a module that runs (see print(model)) or a call index below "
+            f"{order.calls.get(node.module or '', 0)}.", where=node.line)
+    return (1, node.step, pos)
+
+
+def _place(run_plan: RunPlan, node: Node, anchor: tuple, order: ExecutionOrder, grad_targets: dict) -> None:
+    stage = anchor[0]
+    if node.op == "module.skip":
+        run_plan.skips.add(node.module or "")
+    if node.op == "backward":
+        run_plan.needs_grad = True
+    if stage == 0:
+        run_plan.before.append(node)
+    elif stage == 1:
+        path, call, kind = order.events[anchor[2]]
+        run_plan.last_step = max(run_plan.last_step, anchor[1])
+        if node.repeat:
+            run_plan.repeat.setdefault((path, call, kind), []).append(node)
+        else:
+            run_plan.events.setdefault((anchor[1], path, call, kind), []).append(node)
+    elif stage == 2:
+        run_plan.after.append(node)
+    else:
+        target = grad_targets.get(anchor)
+        if target is None:  # anchored after a grad event by its cursor: run with the latest grad target
+            target = grad_targets[max(k for k in grad_targets if k <= anchor)]
+        run_plan.grads.setdefault(target, []).append(node)
+
+
+def _name(node: Node, kind: str | None = None) -> str:
+    kind = kind or MODULE_ACCESS.get(node.op, "")
+    step = f" (generation step {node.step})" if node.step else ""
+    call = f" (call {node.call})" if node.call else ""
+    return f"{node.module or 'model'}.{kind}{call}{step}"
+
+
+def _out_of_order(node: Node, previous: Node | None, order: ExecutionOrder) -> OutOfOrderError:
+    prev = f"{_name(previous)} (line {previous.line})" if previous is not None else "an earlier access"
+    return OutOfOrderError(
+        f"{_name(node)} is used after {prev}, but the model computes {node.module or 'the model'} "
+        f"first: within one invoke, modules must be accessed in the order the forward pass runs "
+        f"them. Move this line above the other, or put it in a separate invoke or trace. "
+        f"Nothing was run.", where=node.line)
+
+
+def _uses_later_value(node: Node, source: Node) -> OutOfOrderError:
+    return OutOfOrderError(
+        f"{_name(node)} is written with a value computed from {_name(source) if source.module is not None else 'a value'} "
+        f"(line {source.line}), which the model only computes later in the same forward pass. "
+        "Compute the value in an earlier trace of a session, or from a module that runs earlier. "
+        "Nothing was run.", where=node.line)

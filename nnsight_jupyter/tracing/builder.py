@@ -1,0 +1,101 @@
+"""GraphBuilder: collects the nodes of one request (a trace, or every trace of a session).
+
+The builder owns the `Graph` under construction and the proxies that were saved. Every node is
+stamped with where it belongs: the innermost tracer's run and invoke, the generation step or call
+index of an open `tracer.iter[...]`, the `backward` block, and the user's line. When the
+outermost context exits, `run()` executes the graph (locally, with `execution.execute`) and hands
+each saved proxy its value.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TracingError
+from ..execution import execute
+from ..execution.executor import Result
+from ..graph.nodes import Graph, Invoke, Node, Run
+from ..graph.ops import get_op
+from . import context
+from .proxy import MISSING, READY, Proxy, to_arg
+
+if TYPE_CHECKING:
+    from .model import NNsight
+    from .tracer import Tracer
+
+
+class GraphBuilder:
+    """The graph of one request being written, and its saved proxies."""
+
+    def __init__(self, model: "NNsight"):
+        self.model = model
+        self.graph = Graph(model=model._name)
+        self.saved: list[Proxy] = []
+        self.closed = False
+        self.result: Result | None = None
+        self._tracers: list["Tracer"] = []
+
+    # ------------------------------------------------------------------ structure
+
+    def tracer(self) -> "Tracer":
+        if not self._tracers:
+            raise TracingError("no trace is open: interventions go inside `with model.trace(...):`")
+        return self._tracers[-1]
+
+    def open_run(self, tracer: "Tracer", kind: str, options: dict) -> int:
+        run = Run(len(self.graph.runs), kind, [], dict(options))
+        self.graph.runs.append(run)
+        self._tracers.append(tracer)
+        return run.id
+
+    def close_run(self, tracer: "Tracer") -> None:
+        self._tracers.remove(tracer)
+
+    def add_invoke(self, run_id: int, args: tuple, kwargs: dict, all_rows: bool) -> int:
+        run = self.graph.runs[run_id]
+        invoke = Invoke(len(run.invokes), to_arg(tuple(args), self), to_arg(dict(kwargs), self), all_rows)
+        run.invokes.append(invoke)
+        return invoke.id
+
+    def require_backward(self, what: str) -> None:
+        if self.tracer().backward is None:
+            raise TracingError(f"{what} is only available inside `with loss.backward():`")
+
+    # ------------------------------------------------------------------ nodes
+
+    def add(self, op: str, args: tuple = (), kwargs: dict | None = None, *, module: str | None = None,
+            length: int | None = None) -> Proxy:
+        """Append a node for `op` (checked against the allow-list) and return its proxy."""
+        get_op(op)
+        tracer = self.tracer()
+        node = Node(
+            len(self.graph.nodes), op, to_arg(args, self), to_arg(kwargs, self) if kwargs else {},
+            run=tracer.run_id, invoke=tracer.current_invoke(), module=module, call=tracer.call,
+            step=tracer.step, repeat=tracer.repeat, backward=tracer.backward, line=context.user_line(),
+        )
+        self.graph.nodes.append(node)
+        return Proxy(self, node.id, length)
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, echo_logs: bool = True) -> Result:
+        """Execute the graph and give every saved proxy its value (or the reason it has none)."""
+        self.closed = True
+        if not self.graph.runs:
+            return Result()
+        self.result = execute(self.graph, self.model._target, echo_logs=echo_logs)
+        for proxy in self.saved:
+            if proxy._save_id in self.result.saved:
+                proxy._set(READY, self.result.saved[proxy._save_id])
+            elif proxy._save_id in self.result.missing:
+                proxy._set(MISSING, self.result.missing[proxy._save_id])
+        return self.result
+
+    def rebind(self, frame: Any) -> None:
+        """At the top level of a module or notebook cell, rebind saved names to their values."""
+        if frame is None or frame.f_code.co_name != "<module>":
+            return
+        namespace = frame.f_globals
+        for name, value in list(namespace.items()):
+            if type(value) is Proxy and value._builder is self and value._state == READY:
+                namespace[name] = value._value

@@ -1,0 +1,56 @@
+"""Which trace is open, and which line of user code is running.
+
+Tracing contexts (traces, sessions) push themselves on a per-thread stack; envoys and proxies ask
+it for the innermost one. `user_line()` walks out of this package's (and torch's) frames to the
+user's own "file:line", recorded on every node so errors can point at it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+import torch
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+_SKIP = (_PACKAGE_DIR + os.sep, _TORCH_DIR + os.sep, "<frozen", "<string>_nnsight")
+
+_local = threading.local()
+
+
+def stack() -> list[Any]:
+    """The open tracing contexts of this thread, innermost last."""
+    try:
+        return _local.stack
+    except AttributeError:
+        _local.stack = []
+        return _local.stack
+
+
+def current() -> Any | None:
+    """The innermost open tracer (not a session), or None outside traces."""
+    for ctx in reversed(stack()):
+        if getattr(ctx, "is_tracer", False):
+            return ctx
+    return None
+
+
+def user_line() -> str:
+    """'file.py:12' of the innermost frame that is neither this package's nor torch's."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+        frame = frame.f_back
+    if frame is None:
+        return ""
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def user_frame():
+    """The innermost user frame (used to rebind saved names at the top level of a cell or module)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+        frame = frame.f_back
+    return frame

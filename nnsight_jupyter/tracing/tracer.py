@@ -1,0 +1,316 @@
+"""Tracing contexts: Tracer (trace / generate), invokes, iteration over steps, sessions, caches.
+
+    with model.trace() as tracer:            # a Tracer: one run of the graph
+        with tracer.invoke("prompt"):        # an invoke: its own rows of the batch
+            ...
+    with model.generate(p, max_new_tokens=4) as tracer:
+        for step in tracer.iter[1:3]: ...    # nodes anchored at generation steps 1 and 2
+        for step in tracer.all(): ...        # one block repeated at every step that runs
+    with model.session():                    # several traces, one request
+        ...
+
+The graph runs when the outermost context exits without an exception; saved proxies then hold
+their values, and at the top level of a module or notebook cell their names are rebound to them.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..errors import TracingError
+from . import context
+from .builder import GraphBuilder
+from .proxy import Proxy
+
+if TYPE_CHECKING:
+    from .envoy import Envoy
+    from .model import NNsight
+
+_real_print = builtins.print
+
+
+class _Context:
+    """Shared enter/exit: the per-thread stack, print() capture, running the graph at the outermost exit."""
+
+    is_tracer = False
+    builder: GraphBuilder
+
+    def _push(self) -> None:
+        stack = context.stack()
+        if not stack:
+            builtins.print = _traced_print
+        stack.append(self)
+
+    def _pop(self) -> None:
+        stack = context.stack()
+        stack.remove(self)
+        if not stack:
+            builtins.print = _real_print
+
+    def _finish(self, owner: bool) -> None:
+        if owner:
+            self.builder.run()
+            self.builder.rebind(context.user_frame())
+
+
+def _traced_print(*args: Any, **kwargs: Any) -> None:
+    """print() inside a trace: traced values become a log node (printed when the graph runs)."""
+    tracer = context.current()
+    if tracer is not None and any(isinstance(a, Proxy) and not a._builder.closed for a in args):
+        tracer.builder.add("log", args)
+        return
+    _real_print(*args, **kwargs)
+
+
+class Tracer(_Context):
+    """One forward pass (`trace`) or one `generate` call of a model, with its invokes."""
+
+    is_tracer = True
+
+    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict):
+        self.model = model
+        self.kind = kind
+        self._implicit = (args, kwargs) if (args or kwargs) else None
+        self.options = options
+        self.step = 0          # generation step of new nodes (-1: after an open loop ended)
+        self.call = 0          # call index of new module nodes (tracer.iter in a plain trace)
+        self.repeat = False    # inside tracer.all(): repeat at every step from `step` on
+        self.backward: int | None = None
+        self._invokes: list[int] = []
+        self._default_invoke: int | None = None
+
+    # ------------------------------------------------------------------ context
+
+    def __enter__(self) -> "Tracer":
+        session = _open_session(self.model)
+        self._owner = session is None
+        self.builder = session.builder if session is not None else GraphBuilder(self.model)
+        self.run_id = self.builder.open_run(self, self.kind, self.options)
+        if self._implicit is not None:
+            self._default_invoke = self.builder.add_invoke(self.run_id, *self._implicit, all_rows=False)
+        self._push()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._pop()
+        self.builder.close_run(self)
+        if exc_type is not None:
+            self.builder.closed = self._owner or self.builder.closed
+            return False
+        self._finish(self._owner)
+        return False
+
+    def current_invoke(self) -> int:
+        if self._invokes:
+            return self._invokes[-1]
+        if self._default_invoke is None:
+            self._default_invoke = self.builder.add_invoke(self.run_id, (), {}, all_rows=True)
+        return self._default_invoke
+
+    # ------------------------------------------------------------------ user API
+
+    def invoke(self, *args: Any, **kwargs: Any) -> "Invoker":
+        """A batch entry: its input's rows; with no input, every row of this trace."""
+        return Invoker(self, args, kwargs)
+
+    @property
+    def iter(self) -> "_IterIndex":
+        """`for step in tracer.iter[a:b]`: generation steps (generate) or call indices (trace) a..b-1."""
+        return _IterIndex(self)
+
+    def all(self) -> "Iteration":
+        """`for step in tracer.all()`: the body applies at every generation step that runs."""
+        return Iteration(self, 0, None)
+
+    @property
+    def result(self) -> Proxy:
+        """generate(): the prompt ids followed by the new ids (this invoke's rows)."""
+        if self.kind != "generate":
+            raise TracingError("tracer.result is only set by model.generate(...)")
+        return self.builder.add("tracer.result")
+
+    def cache(self, modules: list[Any] | None = None, include_inputs: bool = False) -> "Cache":
+        """Save the outputs (and inputs) of many modules at once; keyed by named_modules() path."""
+        envoys = [self.model._at(m) if isinstance(m, str) else m for m in (modules or list(self.model.modules()))]
+        order = self.model._target.order
+        if order is not None:
+            envoys.sort(key=lambda e: order.position.get((e._path, self.call, "output"), len(order)))
+        cache = Cache()
+        for envoy in envoys:
+            entry = CacheEntry()
+            for op, name in (("module.inputs", "inputs"), ("module.output", "output")):
+                if name == "inputs" and not include_inputs:
+                    continue
+                proxy = self.builder.add(op, (), {"passive": True}, module=envoy._path)
+                save = self.builder.add("save", (proxy,), {"passive": True})
+                object.__setattr__(proxy, "_save_id", save._id)
+                self.builder.saved.append(proxy)
+                setattr(entry, "_" + name, proxy)
+            cache[envoy._path] = entry
+        return cache
+
+    def log(self, *values: Any) -> None:
+        """Record the values' text when the graph runs (print() inside a trace does the same)."""
+        self.builder.add("log", values)
+
+
+class Invoker:
+    """`with tracer.invoke(input):` — nodes inside belong to this invoke's rows."""
+
+    def __init__(self, tracer: Tracer, args: tuple, kwargs: dict):
+        self.tracer = tracer
+        self.args = args
+        self.kwargs = kwargs
+
+    def __enter__(self) -> "Invoker":
+        t = self.tracer
+        all_rows = not self.args and not self.kwargs
+        self.id = t.builder.add_invoke(t.run_id, self.args, self.kwargs, all_rows)
+        self._saved = (t.step, t.call, t.repeat)
+        t.step, t.call, t.repeat = 0, 0, False
+        t._invokes.append(self.id)
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        t = self.tracer
+        t._invokes.pop()
+        t.step, t.call, t.repeat = self._saved
+        return False
+
+
+class _IterIndex:
+    def __init__(self, tracer: Tracer):
+        self.tracer = tracer
+
+    def __getitem__(self, key: int | slice) -> "Iteration":
+        if isinstance(key, int):
+            return Iteration(self.tracer, key, key + 1)
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TracingError("tracer.iter takes an index or a slice with step 1: tracer.iter[1:3]")
+        start = key.start or 0
+        if start < 0 or (key.stop is not None and key.stop < start):
+            raise TracingError(f"tracer.iter[{start}:{key.stop}] is empty or negative")
+        return Iteration(self.tracer, start, key.stop)
+
+
+class Iteration:
+    """Unrolls `tracer.iter[a:b]`; an open slice (`[a:]`, `all()`) becomes one repeated block."""
+
+    def __init__(self, tracer: Tracer, start: int, stop: int | None):
+        self.tracer = tracer
+        self.start = start
+        self.stop = stop
+
+    def __iter__(self) -> Iterator[int]:
+        t = self.tracer
+        field = "step" if t.kind == "generate" else "call"
+        saved = (t.step, t.call, t.repeat)
+        if self.stop is None and field == "call":
+            raise TracingError("an open tracer.iter[a:] needs generate(); in a trace give the calls: iter[a:b]")
+        try:
+            if self.stop is not None:
+                for i in range(self.start, self.stop):
+                    setattr(t, field, i)
+                    yield i
+            else:
+                t.step, t.repeat = self.start, True
+                yield self.start
+        finally:
+            t.step, t.call, t.repeat = saved
+            if self.stop is None:
+                t.step = -1
+
+
+class Cache(dict):
+    """tracer.cache(): path -> CacheEntry; also `cache.model.layers[0].output`."""
+
+    def __getitem__(self, key: str) -> "CacheEntry":
+        if not dict.__contains__(self, key) and isinstance(key, str) and key.startswith("model."):
+            alt = key[len("model."):]
+            if dict.__contains__(self, alt):
+                return dict.__getitem__(self, alt)
+        return dict.__getitem__(self, key)
+
+    def __getattr__(self, name: str) -> Any:
+        return _CachePath(self, "")._step(name)
+
+
+class _CachePath:
+    """Attribute-style navigation of a Cache: cache.model.layers[0].output."""
+
+    def __init__(self, cache: Cache, path: str):
+        self._cache, self._path = cache, path
+
+    def _step(self, name: str) -> "_CachePath":
+        path = f"{self._path}.{name}" if self._path else name
+        if not any(key == path or key.startswith(path + ".") for key in self._cache):
+            raise AttributeError(f"the cache holds no module under {path!r}; cached: {list(self._cache)[:8]}")
+        return _CachePath(self._cache, path)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("output", "inputs") and dict.__contains__(self._cache, self._path):
+            return getattr(self._cache[self._path], name)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._step(name)
+
+    def __getitem__(self, index: int) -> "_CachePath":
+        return self._step(str(index))
+
+
+class CacheEntry:
+    """One cached module: `.output` (and `.inputs` with include_inputs=True)."""
+
+    _output: Proxy | None = None
+    _inputs: Proxy | None = None
+
+    @property
+    def output(self) -> Any:
+        return _ready(self._output)
+
+    @property
+    def inputs(self) -> Any:
+        if self._inputs is None:
+            raise TracingError("inputs were not cached: use tracer.cache(..., include_inputs=True)")
+        return _ready(self._inputs)
+
+    def __repr__(self) -> str:
+        return f"CacheEntry(output={self._output!r})"
+
+
+def _ready(proxy: Proxy | None) -> Any:
+    if proxy is not None and proxy._state == 1:
+        return proxy._value
+    return proxy
+
+
+class Session(_Context):
+    """`with model.session():` — several traces run as one request; values flow between them."""
+
+    def __init__(self, model: "NNsight"):
+        self.model = model
+
+    def __enter__(self) -> "Session":
+        if _open_session(self.model) is not None or context.current() is not None:
+            raise TracingError("a session cannot be opened inside another session or trace")
+        self.builder = GraphBuilder(self.model)
+        self._push()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._pop()
+        if exc_type is not None:
+            self.builder.closed = True
+            return False
+        self._finish(True)
+        return False
+
+
+def _open_session(model: "NNsight") -> Session | None:
+    for ctx in reversed(context.stack()):
+        if isinstance(ctx, Session) and ctx.model is model:
+            return ctx
+        if isinstance(ctx, Tracer):
+            raise TracingError("a trace cannot be opened inside another trace; use a session for several traces")
+    return None
