@@ -53,6 +53,15 @@ class ModuleTarget:
         self.module = module
         self.order: ExecutionOrder | None = None
         self._weights: tuple[int, frozenset[int]] | None = None
+        self._submodules: dict[str, torch.nn.Module] = {}
+
+    def submodule(self, path: str) -> torch.nn.Module:
+        """The module at a named_modules() path (cached)."""
+        found = self._submodules.get(path)
+        if found is None:
+            found = self.module.get_submodule(path) if path else self.module
+            self._submodules[path] = found
+        return found
 
     # -- weights are read-only: in-place ops on tensors sharing their storage are refused
     def weight_storages(self) -> frozenset[int]:
@@ -147,6 +156,9 @@ class LanguageTarget(ModuleTarget):
         return list(self.tokenizer(prompt)["input_ids"])
 
     def build_batch(self, run: Run, inputs: list[tuple[int, tuple, dict, bool]]) -> Batch:
+        fast = self._single_tensor_batch(inputs)
+        if fast is not None:
+            return fast
         invoke_rows: list[tuple[int, list[list[int]]]] = []
         extra: dict = {}
         for i, args, kwargs, all_rows in inputs:
@@ -186,6 +198,18 @@ class LanguageTarget(ModuleTarget):
                 kwargs["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
         kwargs.update(extra)
         return Batch((), kwargs, spans, size, seq_len, pad_left)
+
+    def _single_tensor_batch(self, inputs: list[tuple[int, tuple, dict, bool]]) -> Batch | None:
+        """Fast path: one invoke whose input is a [batch, seq] id tensor, used as it is."""
+        real = [entry for entry in inputs if not entry[3]]
+        if len(real) != 1 or real[0][2] or len(real[0][1]) != 1:
+            return None
+        ids = real[0][1][0]
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype != torch.long or ids.shape[1] == 0:
+            return None
+        size, seq_len = int(ids.shape[0]), int(ids.shape[1])
+        spans = {i: Span(0, size, 0, True) for i, _, _, _ in inputs}
+        return Batch((), {"input_ids": ids}, spans, size, seq_len, [0] * size)
 
     def generate(self, batch: Batch, options: dict) -> torch.Tensor:
         kwargs = dict(batch.kwargs)

@@ -123,11 +123,11 @@ class _Executor:
                 handles.append(module.register_forward_pre_hook(self._step_hook))
             pre, post = run_plan.hooked()
             for path in pre:
-                handles.append(module.get_submodule(path).register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
+                handles.append(self.target.submodule(path).register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
             for path in post:
-                handles.append(module.get_submodule(path).register_forward_hook(self._post_hook(path)))
+                handles.append(self.target.submodule(path).register_forward_hook(self._post_hook(path)))
             for path in run_plan.skips:
-                sub = module.get_submodule(path)
+                sub = self.target.submodule(path)
                 forwards.append((sub, sub.__dict__.get("forward")))
                 sub.forward = self._skipping_forward(path, sub.forward)
             with torch.set_grad_enabled(run_plan.needs_grad):
@@ -330,7 +330,7 @@ class _Executor:
 
     def _call_module(self, node: Node, frame: Any) -> Any:
         path, *args = self._resolve(node.args)
-        module = self.target.module.get_submodule(path) if path else self.target.module
+        module = self.target.submodule(path)
         self.suspended += 1
         try:
             return module(*args, **self._resolve(node.kwargs))
@@ -339,7 +339,7 @@ class _Executor:
 
     def _param(self, node: Node, frame: Any) -> Any:
         path, name = node.args
-        owner = self.target.module.get_submodule(path) if path else self.target.module
+        owner = self.target.submodule(path)
         tensor = owner._parameters.get(name)
         if tensor is None:
             tensor = owner._buffers.get(name)
@@ -425,6 +425,8 @@ def _snapshot(value: Any) -> Any:
     """The value at the point it is saved: tensors are detached and copied."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
+    if isinstance(value, torch.Size):
+        return value
     if isinstance(value, tuple):
         items = [_snapshot(v) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)

@@ -89,7 +89,7 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
         for ref in refs_of(node.args, []) + refs_of(node.kwargs, []):
             if run_of.get(ref) == node.run and anchors[ref] > dep:
                 dep, dep_node = anchors[ref], ref
-        passive = bool(node.kwargs.get("passive")) if node.op in ("module.output", "save") else False
+        passive = bool(node.kwargs.get("passive")) if node.op in ("module.output", "module.inputs", "save") else False
         kind = MODULE_ACCESS.get(node.op)
         if kind is not None:
             anchor = _event_anchor(node, kind, orders[node.run], graph)

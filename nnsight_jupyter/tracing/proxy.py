@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import ControlFlowError, TracingError, ValueNotReadyError
+from ..errors import ControlFlowError, OpNotAllowedError, TracingError, ValueNotReadyError
 from ..graph.nodes import Ref
 from ..graph.ops import is_method, op_name_for_torch_callable
 
@@ -161,6 +161,12 @@ class Proxy:
         return f"<Proxy %{self._id}: {self._op()}>"
 
     __hash__ = object.__hash__
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        raise OpNotAllowedError(
+            "pickling is not on the allow-list: a traced value cannot be written to a file (torch.save, "
+            "pickle) inside a trace; "
+            ".save() it and write its .value after the trace")
 
     def __getitem__(self, key: Any) -> "Proxy":
         return self._node("getitem", self, key)
