@@ -1,0 +1,24 @@
+"""Execution order: recorded with fake tensors (no compute) equals a real forward's."""
+
+import torch
+
+from nnsight_jupyter.execution.order import ExecutionOrder, record_order_during, record_order_fake
+
+
+def test_fake_recording_equals_real(raw_llama):
+    ids = torch.tensor([[3, 4, 5]])
+    fake = record_order_fake(raw_llama, {"input_ids": ids})
+    with record_order_during(raw_llama) as events, torch.no_grad():
+        raw_llama(input_ids=ids)
+    assert fake.events == events
+    assert fake.calls["model.layers.3"] == 1
+    assert ExecutionOrder.from_json(fake.to_json()).events == fake.events
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in raw_llama.modules()) == 0
+
+
+def test_fake_recording_does_no_real_compute(raw_llama):
+    calls = []
+    handle = raw_llama.lm_head.register_forward_hook(lambda m, a, o: calls.append(type(o).__name__))
+    record_order_fake(raw_llama, {"input_ids": torch.tensor([[1, 2]])})
+    handle.remove()
+    assert calls == ["FakeTensor"]
