@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ControlFlowError, OpNotAllowedError, TracingError, ValueNotReadyError
 from ..graph.nodes import Ref
-from ..graph.ops import is_method, op_name_for_torch_callable
+from ..graph.ops import OPS, is_method, op_name_for_torch_callable
 
 if TYPE_CHECKING:
     from .builder import GraphBuilder
@@ -77,7 +77,9 @@ class Proxy:
         node = self._builder.graph.nodes[self._id] if self._id < len(self._builder.graph.nodes) else None
         return node.op if node is not None else "?"
 
-    def _node(self, op: str, *args: Any, **kwargs: Any) -> "Proxy":
+    def _node(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        if self._state == READY and self._builder.closed:   # after the trace: act on the value
+            return OPS[op].fn(*_values(args), **_values(kwargs))
         return self._live(op).add(op, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -124,6 +126,8 @@ class Proxy:
     # ------------------------------------------------------------------ python protocol
 
     def __bool__(self) -> bool:
+        if self._state == READY:
+            return bool(self._value)
         raise ControlFlowError(
             "Python `if`, `while`, `and`/`or` and bool() need a value, but this is a traced value "
             f"(node %{self._id}, {self._op()}) that exists only when the model runs. Use "
@@ -131,6 +135,8 @@ class Proxy:
             "value and test it after the trace. Nothing was run.")
 
     def __len__(self) -> int:
+        if self._state == READY:
+            return len(self._value)
         if self._length is not None:
             return self._length
         raise TracingError(
@@ -138,6 +144,8 @@ class Proxy:
             "value), or .save() it and call len() after the trace")
 
     def __iter__(self):
+        if self._state == READY:
+            return iter(self._value)
         if self._length is None:
             raise TracingError(
                 "cannot iterate over a traced value whose length is not known while tracing; index it "
@@ -145,12 +153,27 @@ class Proxy:
         return iter([self[i] for i in range(self._length)])
 
     def __contains__(self, item: Any) -> bool:
+        if self._state == READY:
+            return item in self._value
         raise ControlFlowError("`in` on a traced value needs a value that exists only when the model runs")
 
     def __index__(self) -> int:
-        raise ControlFlowError("a traced value cannot be used as a Python int while tracing; .save() it first")
+        if self._state == READY:
+            return self._value.__index__()
+        raise ControlFlowError("a traced value cannot be used as a Python number while tracing; .save() it first")
 
-    __int__ = __float__ = __complex__ = __index__
+    def __int__(self) -> int:
+        return int(self._value) if self._state == READY else self.__index__()
+
+    def __float__(self) -> float:
+        return float(self._value) if self._state == READY else self.__index__()
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        import numpy
+
+        if self._state == READY:
+            return numpy.asarray(self._value, *args, **kwargs)
+        raise ControlFlowError("a traced value has no numpy array while tracing; .save() it first")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TracingError("a traced value cannot be called; to call a module, call its envoy (model.lm_head(x))")
@@ -172,6 +195,9 @@ class Proxy:
         return self._node("getitem", self, key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        if self._state == READY and self._builder.closed:
+            self._value[_values(key)] = _values(value)
+            return
         self._node("setitem", self, key, value)
 
     @classmethod

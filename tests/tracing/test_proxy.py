@@ -103,3 +103,13 @@ def test_top_level_names_are_rebound(llama):
     exec(code, namespace)
     assert type(namespace["h"]) is torch.Tensor
     assert type(namespace["unsaved"]) is nj.Proxy
+
+
+def test_finished_proxy_supports_python_protocols(llama):
+    with llama.trace(PROMPT):
+        top = llama.lm_head.output[0, -1].argmax().save()
+        row = llama.lm_head.output[0, -1].save()
+    assert int(top) == int(top.value) and float(row[0]) == float(row.value[0])
+    assert len(row) == 200 and bool(row.sum() != 0)
+    assert torch.equal(torch.as_tensor(row), row.value)
+    assert torch.equal(row * 2, row.value * 2)

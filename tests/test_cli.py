@@ -1,0 +1,19 @@
+"""The `nnsight-jupyter demo` command, on a tiny model saved to a local directory."""
+
+import pytest
+
+from nnsight_jupyter import cli
+from nnsight_jupyter.models import tiny_llama, word_tokenizer
+
+
+def test_demo_prints_a_patching_table(tmp_path, capsys):
+    model, tokenizer = tiny_llama(seed=3), word_tokenizer()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert cli.main(["demo", "--model", str(tmp_path)]) == 0
+    rows = cli.demo(str(tmp_path), every=1)
+    out = capsys.readouterr().out
+    assert "logit diff" in out and "recovered" in out
+    assert [layer for layer, _, _ in rows] == [0, 1, 2, 3]
+    # The patched position comes before the last token, so patching the last layer changes nothing.
+    assert rows[-1][2] == pytest.approx(0.0, abs=1e-4)
