@@ -231,11 +231,11 @@ def _record_from_batch(module: torch.nn.Module, batch: Batch) -> ExecutionOrder:
             with FakeTensorMode(allow_non_fake_inputs=True) as mode:
                 conv = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
                 module(*[conv(a) for a in batch.args], **{k: conv(v) for k, v in batch.kwargs.items()})
-        return ExecutionOrder(events)
+        return events.order()
     except Exception:  # noqa: BLE001 - an op without fake support: record from a real forward
         with record_order_during(module) as events, torch.no_grad():
             module(*batch.args, **batch.kwargs)
-        return ExecutionOrder(events)
+        return events.order()
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int:

@@ -22,8 +22,9 @@ Event = tuple[str, int, str]
 class ExecutionOrder:
     """Events of one forward pass in time order, with O(1) position lookup."""
 
-    def __init__(self, events: list[Event]):
+    def __init__(self, events: list[Event], lengths: dict[Event, int] | None = None):
         self.events = list(events)
+        self.lengths = dict(lengths or {})   # output events whose value is a tuple: its length
         self.position = {event: i for i, event in enumerate(self.events)}
         self.calls: dict[str, int] = {}
         for path, call, kind in self.events:
@@ -40,18 +41,32 @@ class ExecutionOrder:
             return "is never called in a forward pass"
         return f"is called {n} time{'s' if n != 1 else ''} per forward pass"
 
-    def to_json(self) -> list[list]:
-        return [list(event) for event in self.events]
+    def to_json(self) -> dict:
+        return {"events": [list(event) for event in self.events],
+                "lengths": [[*event, n] for event, n in self.lengths.items()]}
 
     @classmethod
-    def from_json(cls, data: list[list]) -> "ExecutionOrder":
-        return cls([(str(p), int(c), str(k)) for p, c, k in data])
+    def from_json(cls, data: dict) -> "ExecutionOrder":
+        events = [(str(p), int(c), str(k)) for p, c, k in data["events"]]
+        lengths = {(str(p), int(c), str(k)): int(n) for p, c, k, n in data.get("lengths", [])}
+        return cls(events, lengths)
+
+
+class _Recording(list):
+    """Events in time order, plus the lengths of tuple outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.lengths: dict[Event, int] = {}
+
+    def order(self) -> ExecutionOrder:
+        return ExecutionOrder(list(self), self.lengths)
 
 
 @contextlib.contextmanager
-def record_order_during(module: torch.nn.Module) -> Iterator[list[Event]]:
+def record_order_during(module: torch.nn.Module) -> Iterator[_Recording]:
     """Record the events of every forward run inside the block (hooks on all submodules)."""
-    events: list[Event] = []
+    events = _Recording()
     counts_in: dict[str, int] = {}
     counts_out: dict[str, int] = {}
     handles = []
@@ -68,6 +83,8 @@ def record_order_during(module: torch.nn.Module) -> Iterator[list[Event]]:
             call = counts_out.get(path, 0)
             counts_out[path] = call + 1
             events.append((path, call, "output"))
+            if type(output) is tuple:
+                events.lengths[(path, call, "output")] = len(output)
         return hook
 
     try:
@@ -88,4 +105,4 @@ def record_order_fake(module: torch.nn.Module, kwargs: dict[str, Any]) -> Execut
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             fake_kwargs = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
             module(**fake_kwargs)
-    return ExecutionOrder(events)
+    return events.order()

@@ -137,7 +137,10 @@ class Envoy:
     @property
     def output(self) -> "Proxy":
         """The module's output (its first call, or the call/step of the open tracer.iter)."""
-        return self._access("module.output")
+        tracer = self._tracer("output")
+        order = self._root._target.order
+        length = order.lengths.get((self._path, tracer.call, "output")) if order is not None else None
+        return tracer.builder.add("module.output", (), module=self._path, length=length)
 
     @output.setter
     def output(self, value: Any) -> None:

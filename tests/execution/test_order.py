@@ -10,7 +10,8 @@ def test_fake_recording_equals_real(raw_llama):
     fake = record_order_fake(raw_llama, {"input_ids": ids})
     with record_order_during(raw_llama) as events, torch.no_grad():
         raw_llama(input_ids=ids)
-    assert fake.events == events
+    assert fake.events == events and fake.lengths == events.lengths
+    assert fake.lengths[("model.layers.0.self_attn", 0, "output")] == 2
     assert fake.calls["model.layers.3"] == 1
     assert ExecutionOrder.from_json(fake.to_json()).events == fake.events
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in raw_llama.modules()) == 0

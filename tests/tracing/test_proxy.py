@@ -113,3 +113,10 @@ def test_finished_proxy_supports_python_protocols(llama):
     assert len(row) == 200 and bool(row.sum() != 0)
     assert torch.equal(torch.as_tensor(row), row.value)
     assert torch.equal(row * 2, row.value * 2)
+
+
+def test_tuple_output_unpacks_where_its_length_is_known(llama):
+    with llama.trace(PROMPT):
+        attn_out, weights = llama.model.layers[0].self_attn.output
+        attn = attn_out.save()
+    assert attn.value.shape == (1, 6, 64)
