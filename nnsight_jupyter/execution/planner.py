@@ -178,9 +178,9 @@ def _name(node: Node, kind: str | None = None) -> str:
 def _out_of_order(node: Node, previous: Node | None, order: ExecutionOrder) -> OutOfOrderError:
     prev = f"{_name(previous)} (line {previous.line})" if previous is not None else "an earlier access"
     return OutOfOrderError(
-        f"{_name(node)} is used after {prev}, but the model computes {node.module or 'the model'} "
-        f"first: within one invoke, modules must be accessed in the order the forward pass runs "
-        f"them. Move this line above the other, or put it in a separate invoke or trace. "
+        f"{_name(node)} is used after {prev}, but the forward pass reaches {_name(node)} first: "
+        f"within one invoke, modules must be accessed in the order the forward pass runs them. "
+        f"Move this line above the other, or put it in a separate invoke or trace. "
         f"Nothing was run.", where=node.line)
 
 
