@@ -69,3 +69,23 @@ class ModelLoadError(NNsightError):
 
 class ValueNotReadyError(NNsightError):
     """`.value` was read before the trace ran, or on a proxy that was not saved."""
+
+
+class ProtocolError(NNsightError):
+    """A message on the wire is malformed, too large, or of another protocol version."""
+
+
+class RemoteError(NNsightError):
+    """A job failed on the model host; `remote_type` is the host-side error's type name."""
+
+    def __init__(self, message: str, *, remote_type: str = "NNsightError", where: str | None = None):
+        self.remote_type = remote_type
+        super().__init__(message, where=where)
+
+
+class QueueFullError(RemoteError):
+    """The host refused a job: this user already has as many queued jobs as the host allows."""
+
+
+class JobCancelledError(RemoteError):
+    """The job was cancelled (by its owner, or by an interrupt in the kernel)."""
