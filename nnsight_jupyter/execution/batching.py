@@ -73,7 +73,10 @@ class ModuleTarget:
             self._weights = (key, frozenset(ptrs))
         return self._weights[1]
 
-    def build_batch(self, run: Run, inputs: list[tuple[int, tuple, dict, bool]]) -> Batch:
+    def build_batch(self, run: Run, inputs: list[tuple[int, tuple, dict, bool]],
+                    groups: dict[int, int] | None = None) -> Batch:
+        """The model call for `inputs` [(invoke id, args, kwargs, all_rows)]. `groups` maps invoke ids
+        to jobs when several jobs share the batch: an all-rows invoke then sees its own job's rows."""
         real = [(i, a, k) for i, a, k, all_rows in inputs if not all_rows]
         if not real:
             raise TracingError("this trace has no input: pass one to .trace(...) or to tracer.invoke(...)")
@@ -84,9 +87,7 @@ class ModuleTarget:
             batch_args, batch_kwargs = args, kwargs
         else:
             batch_args, batch_kwargs, spans, size = _concat_invokes(real)
-        for i, _, _, all_rows in inputs:
-            if all_rows:
-                spans[i] = Span(0, size, 0, True)
+        _all_rows_spans(inputs, spans, size, None, groups)
         return Batch(batch_args, batch_kwargs, spans, size)
 
     def ensure_order(self, batch: Batch) -> ExecutionOrder:
@@ -155,7 +156,8 @@ class LanguageTarget(ModuleTarget):
     def _encode(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt)["input_ids"])
 
-    def build_batch(self, run: Run, inputs: list[tuple[int, tuple, dict, bool]]) -> Batch:
+    def build_batch(self, run: Run, inputs: list[tuple[int, tuple, dict, bool]],
+                    groups: dict[int, int] | None = None) -> Batch:
         fast = self._single_tensor_batch(inputs)
         if fast is not None:
             return fast
@@ -186,9 +188,7 @@ class LanguageTarget(ModuleTarget):
         size = len(ids)
         for span in spans.values():
             span.full = span.start == 0 and span.stop == size and span.pad == 0
-        for i, _, _, all_rows in inputs:
-            if all_rows:
-                spans[i] = Span(0, size, 0, True)
+        _all_rows_spans(inputs, spans, size, seq_len, groups)
         input_ids = torch.tensor(ids, dtype=torch.long)
         kwargs: dict = {"input_ids": input_ids}
         if any(pad_left):
@@ -218,6 +218,23 @@ class LanguageTarget(ModuleTarget):
         kwargs.setdefault("pad_token_id", self.pad_id())
         kwargs.update(options)
         return self.module.generate(**kwargs)
+
+
+def _all_rows_spans(inputs: list, spans: dict[int, Span], size: int, seq_len: int | None,
+                    groups: dict[int, int] | None) -> None:
+    """Spans of invokes with no input: every row of their own job (every row, with no groups)."""
+    for i, _, _, all_rows in inputs:
+        if not all_rows:
+            continue
+        if groups is None:
+            spans[i] = Span(0, size, 0, True)
+            continue
+        own = [spans[j] for j, _, _, other in inputs if not other and groups.get(j) == groups.get(i)]
+        if not own:
+            raise TracingError("an invoke with no input needs another invoke with input in the same trace")
+        start, stop = min(s.start for s in own), max(s.stop for s in own)
+        pad = min(s.pad for s in own) if seq_len is not None else 0
+        spans[i] = Span(start, stop, pad, start == 0 and stop == size and pad == 0)
 
 
 def _record_from_batch(module: torch.nn.Module, batch: Batch) -> ExecutionOrder:

@@ -58,16 +58,28 @@ class _GradFrame:
         self.grad = grad
 
 
-def execute(graph: Graph, target: ModuleTarget, *, echo_logs: bool = True) -> Result:
-    """Run every run of `graph` on `target`; raise NNsightError (nothing left hooked) on failure."""
-    return _Executor(graph, target, echo_logs).run()
+def execute(graph: Graph, target: ModuleTarget, *, echo_logs: bool = True,
+            on_step: Callable[[int], None] | None = None) -> Result:
+    """Run every run of `graph` on `target`; raise NNsightError (nothing left hooked) on failure.
+
+    `on_step(step)` is called as each generation step starts (progress; it may raise to stop)."""
+    return _Executor(graph, target, echo_logs, on_step=on_step).run()
 
 
 class _Executor:
-    def __init__(self, graph: Graph, target: ModuleTarget, echo_logs: bool):
+    def __init__(self, graph: Graph, target: ModuleTarget, echo_logs: bool, *,
+                 on_step: Callable[[int], None] | None = None, groups: dict[int, int] | None = None,
+                 invoke_groups: dict[int, int] | None = None):
         self.graph = graph
         self.target = target
         self.echo_logs = echo_logs
+        self.on_step = on_step
+        # Several jobs in one graph (execution.merge): node id -> job, invoke id -> job. A failing
+        # node fails its job only: the job's later nodes are skipped, the forward pass goes on.
+        self.groups = groups
+        self.invoke_groups = invoke_groups
+        self.failed: dict[int, NNsightError] = {}
+        self.group_logs: dict[int, list[tuple[str, str]]] = {}
         self.values: dict[int, Any] = {}
         self.result = Result()
         self.weights: frozenset[int] | None = None
@@ -96,7 +108,7 @@ class _Executor:
 
     def _batch(self, run) -> Batch:
         inputs = [(inv.id, self._resolve(inv.args), self._resolve(inv.kwargs), inv.all_rows) for inv in run.invokes]
-        return self.target.build_batch(run, inputs)
+        return self.target.build_batch(run, inputs, self.invoke_groups)
 
     def _run(self, run_plan: RunPlan, batch: Batch) -> None:
         self.plan = run_plan
@@ -167,6 +179,8 @@ class _Executor:
             self.seq_len = None
         elif self.step > 0:
             self.seq_len = (self.batch.seq_len or 0) + self.step
+        if self.on_step is not None:
+            self.on_step(self.step)
         return None
 
     def _nodes_at(self, path: str, call: int, kind: str) -> list[Node]:
@@ -222,6 +236,18 @@ class _Executor:
     # ------------------------------------------------------------------ nodes
 
     def _exec(self, node: Node, frame: Any) -> None:
+        if self.groups is None:
+            self._run_node(node, frame)
+            return
+        group = self.groups[node.id]
+        if group in self.failed:
+            return
+        try:
+            self._run_node(node, frame)
+        except NNsightError as error:
+            self.failed[group] = error
+
+    def _run_node(self, node: Node, frame: Any) -> None:
         try:
             handler = self._dispatch.get(node.op)
             if handler is not None:
@@ -356,6 +382,8 @@ class _Executor:
     def _log(self, node: Node, frame: Any) -> None:
         text = " ".join(str(_snapshot(a)) for a in self._resolve(node.args))
         self.result.logs.append((node.line, text))
+        if self.groups is not None:
+            self.group_logs.setdefault(self.groups[node.id], []).append((node.line, text))
         if self.echo_logs:
             print(text)
 

@@ -78,7 +78,7 @@ def module_tree(model: torch.nn.Module) -> dict[str, Any]:
 
     Each node is ``{"class": <class name>, "children": {name: node, ...}}``; a module that owns
     parameters directly also has ``"params": {name: [shape...]}`` (for a Linear: ``{"weight": [out, in],
-    "bias": [out]}``).
+    "bias": [out]}``), and ``"attrs"`` holds the plain attributes named in `TREE_ATTRIBUTES`.
     """
     node: dict[str, Any] = {
         "class": type(model).__name__,
@@ -87,4 +87,13 @@ def module_tree(model: torch.nn.Module) -> dict[str, Any]:
     params = {name: list(p.shape) for name, p in model.named_parameters(recurse=False)}
     if params:
         node["params"] = params
+    attrs = {name: getattr(model, name) for name in TREE_ATTRIBUTES
+             if isinstance(getattr(model, name, None), (int, float, str, bool))}
+    if attrs:
+        node["attrs"] = attrs
     return node
+
+
+#: Plain attributes a client-side skeleton needs (e.g. for `attention.heads`), copied into the tree.
+TREE_ATTRIBUTES = ("head_dim", "num_heads", "num_key_value_groups", "in_features", "out_features",
+                   "embed_dim", "hidden_size", "layer_idx", "nf", "nx")

@@ -78,12 +78,17 @@ class GraphBuilder:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, echo_logs: bool = True) -> Result:
-        """Execute the graph and give every saved proxy its value (or the reason it has none)."""
+    def run(self, runner: Any = None, echo_logs: bool = True) -> Result:
+        """Execute the graph and give every saved proxy its value (or the reason it has none).
+
+        `runner` is None to run locally, or a model host's runner (`runner.run(graph) -> Result`)."""
         self.closed = True
         if not self.graph.runs:
             return Result()
-        self.result = execute(self.graph, self.model._target, echo_logs=echo_logs)
+        if runner is not None:
+            self.result = runner.run(self.graph)
+        else:
+            self.result = execute(self.graph, self.model._target, echo_logs=echo_logs)
         for proxy in self.saved:
             if proxy._save_id in self.result.saved:
                 proxy._set(READY, self.result.saved[proxy._save_id])

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import TracingError
 from ..execution.batching import LanguageTarget, ModuleTarget
+from ..execution.order import ExecutionOrder
 from .envoy import Envoy
 from .tracer import Session, Tracer
 
@@ -26,19 +27,34 @@ class NNsight(Envoy):
         super().__init__(module)
         self.__dict__["_target"] = self._make_target(module)
         self.__dict__["_name"] = type(module).__name__
+        self.__dict__["_host"] = None   # a hosted model's runner (see client.Connection.model)
 
     def _make_target(self, module: torch.nn.Module) -> ModuleTarget:
         return ModuleTarget(module)
 
-    def trace(self, *args: Any, remote: bool = False, **kwargs: Any) -> Tracer:
+    def trace(self, *args: Any, remote: bool | None = None, **kwargs: Any) -> Tracer:
         """A forward pass; `args`/`kwargs` (if any) are the first invoke's input."""
-        _local_only(remote)
-        return Tracer(self, "trace", args, kwargs, {})
+        return Tracer(self, "trace", args, kwargs, {}, self._runner(remote))
 
-    def session(self, remote: bool = False) -> Session:
+    def session(self, remote: bool | None = None) -> Session:
         """Several traces run as one request; values flow between them without .save()."""
-        _local_only(remote)
-        return Session(self)
+        return Session(self, self._runner(remote))
+
+    def _runner(self, remote: bool | None) -> Any:
+        """Who runs this model's graphs: None (locally), or a hosted model's runner.
+
+        A model from `connect().model(name)` always runs on its host. `remote=True` on a model built
+        locally uses the current connection's hosted model of the same name."""
+        if remote is False and self._host is not None:
+            raise TracingError(f"{self._name} lives on a model host (it has no weights here): remote=False "
+                               "is not possible; leave remote out")
+        if self._host is not None:
+            return self._host
+        if not remote:
+            return None
+        from ..client import runner_for
+
+        return runner_for(self)
 
 
 class LanguageModel(NNsight):
@@ -65,23 +81,28 @@ class LanguageModel(NNsight):
         self.__dict__["_name"] = name or getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__
         self._target.record_order()
 
+    @classmethod
+    def _hosted(cls, skeleton: torch.nn.Module, tokenizer: Any, order: ExecutionOrder, host: Any,
+                name: str) -> "LanguageModel":
+        """A model that lives on a model host: a weightless module tree, the host's execution order,
+        and `host.run(graph) -> execution.Result` to run graphs (see client.Connection.model)."""
+        model = cls.__new__(cls)
+        model.__dict__["tokenizer"] = tokenizer
+        NNsight.__init__(model, skeleton)
+        model.__dict__["_name"] = name
+        model.__dict__["_host"] = host
+        model._target.order = order
+        return model
+
     def _make_target(self, module: torch.nn.Module) -> ModuleTarget:
         return LanguageTarget(module, self.tokenizer)
 
-    def generate(self, *args: Any, max_new_tokens: int = 20, remote: bool = False, **kwargs: Any) -> Tracer:
+    def generate(self, *args: Any, max_new_tokens: int = 20, remote: bool | None = None, **kwargs: Any) -> Tracer:
         """Greedy (or configured) generation with per-step interventions (`tracer.iter`, `tracer.all()`)."""
-        _local_only(remote)
         if max_new_tokens < 1:
             raise TracingError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         options = {"max_new_tokens": int(max_new_tokens)}
         model_kwargs = {}
         for key, value in kwargs.items():
             (model_kwargs if key in ("input_ids", "attention_mask") else options)[key] = value
-        return Tracer(self, "generate", args, model_kwargs, options)
-
-
-def _local_only(remote: bool) -> None:
-    if remote:
-        raise TracingError(
-            "remote=True runs on a model host, which this version of nnsight_jupyter does not include "
-            "yet; run locally (remote=False)")
+        return Tracer(self, "generate", args, model_kwargs, options, self._runner(remote))

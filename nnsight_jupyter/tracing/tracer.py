@@ -50,7 +50,7 @@ class _Context:
 
     def _finish(self, owner: bool) -> None:
         if owner:
-            self.builder.run()
+            self.builder.run(self.runner)
             self.builder.rebind(context.user_frame())
 
 
@@ -68,8 +68,9 @@ class Tracer(_Context):
 
     is_tracer = True
 
-    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict):
+    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict, runner: Any = None):
         self.model = model
+        self.runner = runner   # None: run locally; else the model host's runner
         self.kind = kind
         self._implicit = (args, kwargs) if (args or kwargs) else None
         self.options = options
@@ -85,6 +86,9 @@ class Tracer(_Context):
     def __enter__(self) -> "Tracer":
         session = _open_session(self.model)
         self._owner = session is None
+        if session is not None and self.runner is not session.runner:
+            raise TracingError("a trace inside a session runs where the session runs: pass remote= to "
+                               "model.session(...), not to the traces inside it")
         self.builder = session.builder if session is not None else GraphBuilder(self.model)
         self.run_id = self.builder.open_run(self, self.kind, self.options)
         if self._implicit is not None:
@@ -288,8 +292,9 @@ def _ready(proxy: Proxy | None) -> Any:
 class Session(_Context):
     """`with model.session():` — several traces run as one request; values flow between them."""
 
-    def __init__(self, model: "NNsight"):
+    def __init__(self, model: "NNsight", runner: Any = None):
         self.model = model
+        self.runner = runner
 
     def __enter__(self) -> "Session":
         if _open_session(self.model) is not None or context.current() is not None:

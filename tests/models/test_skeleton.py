@@ -39,7 +39,9 @@ def test_module_tree_is_json_and_has_shapes():
     layer = tree["children"]["model"]["children"]["layers"]["children"]["1"]
     assert layer["class"] == "LlamaDecoderLayer"
     q_proj = layer["children"]["self_attn"]["children"]["q_proj"]
-    assert q_proj == {"class": "Linear", "children": {}, "params": {"weight": [64, 64]}}
+    assert q_proj == {"class": "Linear", "children": {}, "params": {"weight": [64, 64]},
+                      "attrs": {"in_features": 64, "out_features": 64}}
+    assert layer["children"]["self_attn"]["attrs"]["head_dim"] == 16
     assert layer["children"]["self_attn"]["children"]["k_proj"]["params"] == {"weight": [32, 64]}
     assert tree["children"]["lm_head"]["params"] == {"weight": [200, 64]}
     assert "params" not in tree["children"]["model"]["children"]["layers"]  # ModuleList owns none

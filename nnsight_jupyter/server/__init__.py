@@ -1,0 +1,1 @@
+"""The model host: a Jupyter server extension that shares models over websockets."""
