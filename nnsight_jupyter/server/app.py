@@ -1,0 +1,112 @@
+"""The Jupyter server extension: `NNsightHost`, configured with traitlets.
+
+    c.NNsightHost.models = {"smollm2": {"source": "bundled:smollm2-135m", "dtype": "float32",
+                                        "device_map": None}}
+    c.NNsightHost.backend = "local"            # or "ray" with c.NNsightHost.ray_address
+    c.NNsightHost.job_timeout = 600            # seconds
+    c.NNsightHost.max_result_bytes = 256 MiB
+    c.NNsightHost.max_queued_per_user = 64
+
+Installing the package enables it in every Jupyter server (jupyter_server_config.d). With no models
+configured it hosts none and says so in its status; `make run` and `nnsight-jupyter serve` host
+`smollm2-135m`. Models load in the background after the server starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Dict, Float, Int, Unicode, validate
+
+from .handlers import JobsHandler, ModelsHandler, ResultHandler, SocketHandler, StatusHandler
+from .host import Host
+from .jobs import JobStore
+from .worker import ModelSpec
+
+DEFAULT_MODELS = {"smollm2-135m": {"source": "bundled:smollm2-135m", "dtype": "float32", "device_map": None}}
+
+
+class NNsightHost(ExtensionApp):
+    """Hosts models once and runs intervention graphs sent by kernels over websockets."""
+
+    name = "nnsight_jupyter"
+    description = "nnsight-jupyter model host"
+    load_other_extensions = True
+
+    models = Dict({}, config=True, help=(
+        'Models to host: {"name": {"source": "bundled:<name>" | "<local HF dir>", "dtype": "float32", '
+        '"device_map": null | "auto" | {...}, "threads": null}}.'))
+    backend = Unicode("local", config=True, help='Where workers run: "local" (processes) or "ray".')
+    ray_address = Unicode("", config=True, help="Ray cluster address for backend='ray'.")
+    job_timeout = Float(600.0, config=True, help="Seconds a job (or a batch) may run.")
+    max_result_bytes = Int(256 << 20, config=True, help="Largest result a job may return, in bytes.")
+    max_frame_bytes = Int(256 << 20, config=True, help="Largest websocket message accepted, in bytes.")
+    max_queued_per_user = Int(64, config=True, help="Queued jobs a user may have at once.")
+    max_batch_jobs = Int(16, config=True, help="Jobs merged into one forward pass at most.")
+    max_batch_invokes = Int(64, config=True, help="Invokes (batch entries) in one forward pass at most.")
+    db_path = Unicode("", config=True, help="SQLite job store (default: <jupyter data dir>/nnsight_jupyter/jobs.sqlite).")
+    result_ttl = Float(3600.0, config=True, help="Seconds a fetched result is kept.")
+
+    @validate("backend")
+    def _check_backend(self, proposal):
+        if proposal["value"] not in ("local", "ray"):
+            raise ValueError(f'NNsightHost.backend must be "local" or "ray", not {proposal["value"]!r}')
+        return proposal["value"]
+
+    def specs(self) -> dict[str, ModelSpec]:
+        specs = {}
+        for name, entry in self.models.items():
+            if isinstance(entry, str):
+                entry = {"source": entry}
+            if "source" not in entry:
+                raise ValueError(f"NNsightHost.models[{name!r}] needs a 'source'")
+            specs[name] = ModelSpec(name=name, source=entry["source"], dtype=entry.get("dtype", "float32"),
+                                    device_map=entry.get("device_map"), threads=entry.get("threads"),
+                                    max_result_bytes=self.max_result_bytes)
+        return specs
+
+    def initialize_settings(self) -> None:
+        path = Path(self.db_path or os.path.join(jupyter_data_dir(), "nnsight_jupyter", "jobs.sqlite"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = JobStore(path, result_ttl=self.result_ttl)
+        if self.backend == "ray":
+            from .ray_backend import ray_worker_factory
+
+            factory = ray_worker_factory(self.ray_address)
+        else:
+            from .worker import LocalWorker
+
+            factory = LocalWorker
+        self.host = Host(store, self.specs(), job_timeout=self.job_timeout,
+                         max_queued_per_user=self.max_queued_per_user, max_batch_jobs=self.max_batch_jobs,
+                         max_batch_invokes=self.max_batch_invokes, worker_factory=factory, log=self.log)
+        self.settings.update({"nnsight_host": self.host, "nnsight_backend": self.backend,
+                              "nnsight_max_frame_bytes": self.max_frame_bytes})
+        if not self.models:
+            self.log.info("nnsight: no models configured (c.NNsightHost.models); hosting none")
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend([
+            (r"/nnsight/ws", SocketHandler),
+            (r"/nnsight/api/status", StatusHandler),
+            (r"/nnsight/api/models", ModelsHandler),
+            (r"/nnsight/api/models/([^/]+)", ModelsHandler),
+            (r"/nnsight/api/jobs", JobsHandler),
+            (r"/nnsight/api/jobs/([0-9a-f]{1,64})", JobsHandler),
+            (r"/nnsight/api/jobs/([0-9a-f]{1,64})/result", ResultHandler),
+        ])
+
+    async def _start_extension(self) -> None:
+        self.host.start()
+
+    def initialize(self) -> None:
+        super().initialize()
+        from tornado.ioloop import IOLoop
+
+        IOLoop.current().add_callback(self._start_extension)
+
+    async def stop_extension(self) -> None:
+        self.host.stop()

@@ -1,0 +1,380 @@
+"""The model host's core: models and their workers, queues, dispatch, results, cancellation, faults.
+
+Everything here runs on the server's event loop (worker callbacks hop onto it); model code never
+does. A job is accepted only once the job store has committed it. Each model has one worker and
+one queue; `scheduler.next_batch` picks what runs next. Faults lose nothing:
+
+* a worker that dies takes its batch with it: each of its jobs is re-queued once (the shared model
+  is never changed by a job, so running it again has no other effect), then fails with
+  "WorkerRestarted"; queued jobs keep their place; the worker is started again;
+* a batch that runs past `job_timeout` is stopped (its worker is restarted): a job that ran alone
+  fails with "TimeLimitExceeded", jobs of a merged batch are re-queued to run alone;
+* when the server restarts, `JobStore.recover` re-queues what was running.
+
+Listeners (the websocket handlers) subscribe to job ids and receive `(header, payload)` messages
+as in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import protocol
+from ..errors import NNsightError
+from ..graph.codec import decode
+from ..execution.merge import why_not_mergeable
+from .jobs import TERMINAL, JobNotFound, JobRecord, JobStore
+from .scheduler import Pending, next_batch, rotate
+from .worker import LocalWorker, ModelSpec
+
+Listener = Callable[[dict, "bytes | None"], None]
+
+
+class HostError(NNsightError):
+    """A request the host refuses; `code` is the protocol's error code."""
+
+    def __init__(self, code: str, message: str, error_type: str = "HostError"):
+        self.code = code
+        self.error_type = error_type
+        super().__init__(message)
+
+
+@dataclass
+class _Busy:
+    batch_id: str
+    job_ids: list[str]
+    timer: Any = None
+
+
+@dataclass
+class HostedModel:
+    """One hosted model: its worker, state, queue and running batch."""
+
+    spec: ModelSpec
+    state: str = "loading"          # loading | ready | failed | restarting
+    error: str | None = None
+    info: dict | None = None
+    worker: Any = None
+    queue: list[Pending] = field(default_factory=list)
+    served: list[str] = field(default_factory=list)
+    busy: _Busy | None = None
+    solo: set[str] = field(default_factory=set)
+    restarts: list[float] = field(default_factory=list)
+    batches: int = 0
+
+
+class Host:
+    """Hosted models, their queues and workers, on one event loop."""
+
+    def __init__(self, store: JobStore, specs: dict[str, ModelSpec], *, job_timeout: float = 600.0,
+                 max_queued_per_user: int = 64, max_batch_jobs: int = 16, max_batch_invokes: int = 64,
+                 worker_factory: Callable[..., Any] = LocalWorker, log: Any = None):
+        self.store = store
+        self.models = {name: HostedModel(spec) for name, spec in specs.items()}
+        self.job_timeout = job_timeout
+        self.max_queued_per_user = max_queued_per_user
+        self.max_batch_jobs = max_batch_jobs
+        self.max_batch_invokes = max_batch_invokes
+        self.worker_factory = worker_factory
+        self.log = log
+        self.listeners: dict[str, set[Listener]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------------ life
+
+    def start(self) -> None:
+        """Recover the job store, rebuild the queues, start every model's worker (in the background)."""
+        self.loop = asyncio.get_event_loop()
+        recovered = self.store.recover()
+        if self.log and any(recovered.values()):
+            self.log.info("nnsight: recovered jobs after restart: %s", recovered)
+        for record in self.store.queued():
+            model = self.models.get(record.model)
+            if model is None:
+                self.store.transition(record.id, "error", error_type="UnknownModel",
+                                      error_message=f"model {record.model!r} is no longer hosted here")
+                continue
+            model.queue.append(self._pending(record, mergeable=record.kind == "trace"))
+        for name in self.models:
+            self._start_worker(name)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for model in self.models.values():
+            if model.worker is not None:
+                model.worker.kill()
+        self.store.close()
+
+    def _start_worker(self, name: str) -> None:
+        model = self.models[name]
+        model.worker = self.worker_factory(
+            model.spec,
+            on_message=lambda message, name=name: self._hop(self._on_message, name, message),
+            on_exit=lambda code, name=name: self._hop(self._on_exit, name, code),
+        )
+        model.worker.start()
+
+    def _hop(self, fn: Callable, *args: Any) -> None:
+        """Run `fn(*args)` on the event loop (worker callbacks come from reader threads)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(self, owner: str, model_name: str, data: bytes, request_id: str | None = None) -> JobRecord:
+        """Validate and durably queue a job; HostError with the protocol code if refused."""
+        model = self.models.get(model_name)
+        if model is None:
+            raise HostError("unknown_model", f"no hosted model {model_name!r}; hosted: {sorted(self.models)}")
+        if model.state == "failed":
+            raise HostError("model_not_ready", f"model {model_name!r} failed to load: {model.error}")
+        if self.store.count_queued(owner) >= self.max_queued_per_user:
+            raise HostError("queue_full", f"queue full: you already have {self.max_queued_per_user} jobs "
+                            "queued on this host; wait for some to finish or cancel some", "QueueFullError")
+        try:
+            graph = decode(data)
+        except NNsightError as error:
+            raise HostError("invalid_graph", str(error), type(error).__name__) from None
+        reason = why_not_mergeable(graph)
+        kind = "trace" if reason is None else (graph.runs[0].kind if len(graph.runs) == 1 else "session")
+        record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
+                                   graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
+        invokes = sum(len(run.invokes) for run in graph.runs)
+        model.queue.append(Pending(record.id, owner, record.seq, reason is None, invokes))
+        self._kick(model_name)
+        return self.store.get(record.id)
+
+    def cancel(self, owner: str, job_id: str) -> JobRecord:
+        record = self._own(owner, job_id)
+        model = self.models.get(record.model)
+        if record.status == "queued":
+            if model is not None:
+                model.queue = [p for p in model.queue if p.job_id != job_id]
+            record = self.store.transition(job_id, "cancelled", detail="cancelled by its owner")
+            self._notify_status(record)
+            if model is not None:
+                self._broadcast_positions(model)
+        elif record.status == "running":
+            record = self.store.transition(job_id, "cancelled", detail="cancelled by its owner while running")
+            self._notify_status(record)
+            if model is not None and model.worker is not None:
+                model.worker.send({"type": "cancel", "job_id": job_id})
+        else:
+            raise HostError("finished", f"job {job_id} has already finished ({record.status})")
+        return record
+
+    def attach(self, owner: str, job_id: str, listener: Listener) -> JobRecord:
+        """Subscribe `listener` to a job and send where it stands (its result, if finished)."""
+        record = self._own(owner, job_id)
+        self.subscribe(job_id, listener)
+        if record.status == "done":
+            self._deliver(record, [listener])
+        else:
+            listener(self._status_message(record), None)
+        return record
+
+    def subscribe(self, job_id: str, listener: Listener) -> None:
+        self.listeners.setdefault(job_id, set()).add(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        for job_id in list(self.listeners):
+            self.listeners[job_id].discard(listener)
+            if not self.listeners[job_id]:
+                del self.listeners[job_id]
+
+    def _own(self, owner: str, job_id: str) -> JobRecord:
+        try:
+            return self.store.get_for(str(job_id), owner)
+        except JobNotFound as error:
+            raise HostError("not_found", str(error), "JobNotFound") from None
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _kick(self, name: str) -> None:
+        model = self.models[name]
+        if model.state != "ready" or model.busy is not None or not model.queue or self.stopping:
+            self._broadcast_positions(model)
+            return
+        batch = next_batch(model.queue, model.served, max_jobs=self.max_batch_jobs,
+                           max_invokes=self.max_batch_invokes)
+        batch_id = uuid.uuid4().hex[:12]
+        jobs = []
+        for pending in batch:
+            model.queue.remove(pending)
+            record = self.store.transition(pending.job_id, "running", batch_id=batch_id,
+                                           detail=f"batch {batch_id} with {len(batch)} job(s)")
+            jobs.append({"job_id": pending.job_id, "graph": self.store.graph(pending.job_id),
+                         "solo": pending.solo})
+            self._notify_status(record)
+        rotate(model.served, batch[0].owner)
+        model.busy = _Busy(batch_id, [p.job_id for p in batch])
+        model.busy.timer = self.loop.call_later(self.job_timeout, self._on_timeout, name, batch_id)
+        model.batches += 1
+        model.worker.send({"type": "batch", "batch_id": batch_id, "jobs": jobs})
+        self._broadcast_positions(model)
+
+    def _on_message(self, name: str, message: dict) -> None:
+        model = self.models[name]
+        kind = message.get("type")
+        if kind == "ready":
+            model.state, model.info, model.error = "ready", message["info"], None
+            self._kick(name)
+        elif kind == "failed":
+            model.state, model.error = "failed", message["error"]
+            for pending in list(model.queue):
+                record = self.store.transition(pending.job_id, "error", error_type="ModelLoadError",
+                                               error_message=f"model {name!r} failed to load: {message['error']}")
+                self._notify_status(record)
+            model.queue.clear()
+        elif kind == "progress":
+            self._notify(message["job_id"], {"type": protocol.PROGRESS, "job_id": message["job_id"],
+                                             "step": message["step"], "steps": message["steps"]})
+        elif kind == "done":
+            self._on_done(model, message)
+
+    def _on_done(self, model: HostedModel, message: dict) -> None:
+        if model.busy is None or model.busy.batch_id != message["batch_id"]:
+            return
+        model.busy.timer.cancel()
+        batch_id, model.busy = model.busy.batch_id, None
+        for job_id, report in message["jobs"].items():
+            record = self.store.get(job_id)
+            if record.status != "running":       # cancelled meanwhile: the result is dropped
+                continue
+            if report["ok"]:
+                header = {"type": protocol.RESULT, "batch_id": batch_id, "rows": report["rows"], "logs": report["logs"],
+                          "missing": report["missing"]}
+                record = self.store.store_result(job_id, protocol.pack(header, report["payload"]),
+                                                 batch_id=batch_id, rows=report["rows"])
+                self._deliver(record, list(self.listeners.get(job_id, ())))
+            else:
+                error = report["error"]
+                record = self.store.transition(job_id, "error", error_type=error["type"],
+                                               error_message=error["message"])
+                self._notify_status(record)
+        self._kick(model.spec.name)
+
+    def _on_exit(self, name: str, exitcode: int | None) -> None:
+        model = self.models[name]
+        if self.stopping:
+            return
+        busy, model.busy = model.busy, None
+        if busy is not None:
+            busy.timer.cancel()
+            self._requeue_or_fail(model, busy.job_ids, "WorkerRestarted",
+                                  f"the model worker stopped (exit code {exitcode}) while this job ran")
+        now = time.monotonic()
+        model.restarts = [t for t in model.restarts if now - t < 60] + [now]
+        if len(model.restarts) > 5:
+            model.state, model.error = "failed", f"the worker stopped {len(model.restarts)} times in a minute"
+            return
+        model.state = "restarting"
+        self._start_worker(name)
+
+    def _on_timeout(self, name: str, batch_id: str) -> None:
+        model = self.models[name]
+        if model.busy is None or model.busy.batch_id != batch_id:
+            return
+        busy, model.busy = model.busy, None
+        if len(busy.job_ids) == 1:
+            record = self.store.get(busy.job_ids[0])
+            if record.status == "running":
+                record = self.store.transition(record.id, "error", error_type="TimeLimitExceeded",
+                                               error_message=f"the job ran longer than this host's limit of "
+                                                             f"{self.job_timeout:g} s and was stopped")
+                self._notify_status(record)
+        else:
+            model.solo.update(busy.job_ids)
+            self._requeue_or_fail(model, busy.job_ids, "TimeLimitExceeded",
+                                  f"the batch ran longer than {self.job_timeout:g} s")
+        model.worker.kill()      # its exit restarts it
+
+    def _requeue_or_fail(self, model: HostedModel, job_ids: list[str], error_type: str, why: str) -> None:
+        for job_id in job_ids:
+            record = self.store.get(job_id)
+            if record.status != "running":
+                continue
+            if record.attempts < 2:
+                record = self.store.transition(job_id, "queued", detail=f"re-queued: {why}")
+                model.queue.append(self._pending(record, mergeable=record.kind == "trace",
+                                                 solo=job_id in model.solo))
+            else:
+                record = self.store.transition(job_id, "error", error_type=error_type,
+                                               error_message=f"{why}; it was tried {record.attempts} times")
+            self._notify_status(record)
+
+    @staticmethod
+    def _pending(record: JobRecord, mergeable: bool, solo: bool = False) -> Pending:
+        return Pending(record.id, record.owner, record.seq, mergeable, 1, solo)
+
+    # ------------------------------------------------------------------ messages to listeners
+
+    def _notify(self, job_id: str, header: dict, payload: bytes | None = None) -> None:
+        for listener in list(self.listeners.get(job_id, ())):
+            listener(header, payload)
+
+    def _status_message(self, record: JobRecord) -> dict:
+        message: dict = {"type": protocol.STATUS, "job_id": record.id, "status": record.status}
+        if record.status == "queued":
+            message["position"] = self.store.position(record.id)
+        if record.batch_id:
+            message["batch_id"] = record.batch_id
+        if record.rows is not None:
+            message["rows"] = record.rows
+        if record.status == "error":
+            message["error"] = {"type": record.error_type, "message": record.error_message}
+        return message
+
+    def _notify_status(self, record: JobRecord) -> None:
+        self._notify(record.id, self._status_message(record))
+        if record.status in TERMINAL and record.status != "done":
+            self.listeners.pop(record.id, None)
+
+    def _deliver(self, record: JobRecord, listeners: list[Listener]) -> None:
+        if not listeners:
+            return
+        try:
+            frame = self.store.result(record.id)
+        except JobNotFound as error:
+            for listener in listeners:
+                listener({"type": protocol.ERROR, "code": "not_found", "job_id": record.id,
+                          "error": {"type": "JobNotFound", "message": str(error)}}, None)
+            return
+        extra, payload = protocol.unpack(frame)
+        header = {"type": protocol.RESULT, "job_id": record.id, "status": "done", **extra}
+        for listener in listeners:
+            listener(header, payload)
+        self.listeners.pop(record.id, None)
+
+    def _broadcast_positions(self, model: HostedModel) -> None:
+        for index, pending in enumerate(sorted(model.queue, key=lambda p: p.seq)):
+            self._notify(pending.job_id, {"type": protocol.STATUS, "job_id": pending.job_id,
+                                          "status": "queued", "position": index})
+
+    # ------------------------------------------------------------------ REST views
+
+    def status(self) -> dict:
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "models": {name: {"state": m.state, "error": m.error, "queued": len(m.queue),
+                              "running": len(m.busy.job_ids) if m.busy else 0, "batches": m.batches,
+                              "worker_pid": getattr(m.worker, "pid", None)}
+                       for name, m in self.models.items()},
+            "limits": {"job_timeout": self.job_timeout, "max_queued_per_user": self.max_queued_per_user,
+                       "max_batch_jobs": self.max_batch_jobs, "max_batch_invokes": self.max_batch_invokes},
+        }
+
+    def describe(self, name: str) -> dict:
+        model = self.models.get(name)
+        if model is None:
+            raise HostError("unknown_model", f"no hosted model {name!r}; hosted: {sorted(self.models)}")
+        if model.info is None:
+            raise HostError("model_not_ready", f"model {name!r} is {model.state}"
+                            + (f": {model.error}" if model.error else ""))
+        return {**model.info, "state": model.state}

@@ -1,0 +1,232 @@
+"""Model workers: each hosted model lives once, in a process of its own.
+
+The host's event loop never runs model code: it sends a worker batches of encoded graphs and hears
+back encoded results. `Worker` is the interface a scheduler talks to; `LocalWorker` implements it
+with a `multiprocessing` process (spawned) and a pipe. The messages are the host's own dicts (the
+pipe pickles them; that is the host's plumbing): user bytes travel inside them as `bytes` and are
+only ever decoded by `graph.codec`, never unpickled.
+
+host -> worker   {"type": "batch", "batch_id", "jobs": [{"job_id", "graph": bytes, "solo": bool}]}
+                 {"type": "cancel", "job_id"}            {"type": "stop"}
+worker -> host   {"type": "ready", "info": {...}}          {"type": "failed", "error": str}
+                 {"type": "progress", "job_id", "step", "steps"}
+                 {"type": "done", "batch_id", "jobs": {job_id: {"ok": True, "payload", "rows", "logs",
+                  "missing"} | {"ok": False, "error": {"type", "message"}}}}
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+@dataclass
+class ModelSpec:
+    """One hosted model, as configured (`c.NNsightHost.models[name]`)."""
+
+    name: str
+    source: str
+    dtype: str = "float32"
+    device_map: Any = None
+    threads: int | None = None
+    max_result_bytes: int = 256 << 20
+    extra: dict = field(default_factory=dict)
+
+
+class Worker(Protocol):
+    """What the scheduler needs from a model worker (a local process, or a Ray Serve deployment)."""
+
+    spec: ModelSpec
+
+    def start(self) -> None: ...
+    def send(self, message: dict) -> None: ...
+    def kill(self) -> None: ...
+
+
+class LocalWorker:
+    """A worker process on this machine. `on_message(message)` / `on_exit(exitcode)` are called from a
+    reader thread; the host hops them onto its event loop."""
+
+    def __init__(self, spec: ModelSpec, on_message: Callable[[dict], None], on_exit: Callable[[int | None], None]):
+        self.spec = spec
+        self.on_message = on_message
+        self.on_exit = on_exit
+        self.process: Any = None
+        self.conn: Any = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=worker_main, args=(child, self.spec), daemon=True,
+                                       name=f"nnsight-worker-{self.spec.name}")
+        self.process.start()
+        child.close()
+        self.conn = parent
+        threading.Thread(target=self._read, args=(parent, self.process), daemon=True,
+                         name=f"nnsight-reader-{self.spec.name}").start()
+
+    def _read(self, conn: Any, process: Any) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            self.on_message(message)
+        process.join(timeout=5)
+        if process is self.process:
+            self.on_exit(process.exitcode)
+
+    def send(self, message: dict) -> None:
+        with self._lock:
+            self.conn.send(message)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+# ----------------------------------------------------------------------------- inside the worker
+
+
+def describe(name: str, model: Any, tokenizer: Any, order: Any) -> dict:
+    """What a client needs to build a weightless copy: config, module tree, order, tokenizer."""
+    from ..models import config_dict, module_tree
+
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    special = {key: getattr(tokenizer, key, None) for key in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    return {
+        "name": name,
+        "config": config_dict(model),
+        "module_tree": module_tree(model),
+        "execution_order": order.to_json(),
+        "tokenizer": {"tokenizer_json": backend.to_str() if backend is not None else None,
+                      "special_tokens": {k: str(v) for k, v in special.items() if v is not None},
+                      "padding_side": "left"},
+    }
+
+
+def load_model(spec: ModelSpec) -> tuple[Any, Any]:
+    """Load the model for a spec on CPU, then place it with accelerate when a device_map is given."""
+    import torch
+
+    from ..models import load_pretrained
+
+    dtype = getattr(torch, spec.dtype)
+    model, tokenizer = load_pretrained(spec.source, dtype=dtype)
+    if spec.device_map is not None:
+        from accelerate import dispatch_model, infer_auto_device_map
+
+        device_map = spec.device_map
+        if device_map == "auto":
+            device_map = infer_auto_device_map(model)
+        model = dispatch_model(model, device_map=device_map)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model, tokenizer
+
+
+def worker_main(conn: Any, spec: ModelSpec) -> None:
+    """The worker process: load the model, then run batches until told to stop."""
+    import torch
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        from ..execution.batching import LanguageTarget
+
+        model, tokenizer = load_model(spec)
+        target = LanguageTarget(model, tokenizer)
+        target.record_order()
+        conn.send({"type": "ready", "info": describe(spec.name, model, tokenizer, target.order)})
+    except BaseException as error:  # noqa: BLE001 - report any load failure to the host
+        conn.send({"type": "failed", "error": f"{type(error).__name__}: {error}"})
+        return
+    inbox: queue.Queue = queue.Queue()
+    cancelled: set[str] = set()
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                inbox.put({"type": "stop"})
+                return
+            if message.get("type") == "cancel":
+                cancelled.add(message["job_id"])
+            else:
+                inbox.put(message)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        message = inbox.get()
+        if message["type"] == "stop":
+            return
+        if message["type"] == "batch":
+            conn.send(run_batch(message, target, spec, conn, cancelled))
+
+
+def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled: set[str]) -> dict:
+    """Decode each job's graph, run mergeable ones together and the rest alone, encode results."""
+    from ..errors import JobCancelledError, NNsightError
+    from ..execution import execute
+    from ..execution.merge import JobOutcome, execute_batch, why_not_mergeable
+    from ..graph.codec import decode, encode_values
+
+    outcomes: dict[str, JobOutcome] = {}
+    graphs: dict[str, Any] = {}
+    for job in message["jobs"]:
+        try:
+            graphs[job["job_id"]] = decode(job["graph"])
+        except NNsightError as error:
+            outcomes[job["job_id"]] = JobOutcome(error=error)
+    mergeable = [j for j in graphs if why_not_mergeable(graphs[j]) is None]
+    alone = [j for j in graphs if j not in mergeable]
+    if len(mergeable) == 1:
+        alone.append(mergeable.pop())
+    if mergeable:
+        for job_id, outcome in zip(mergeable, execute_batch([graphs[j] for j in mergeable], target)):
+            outcomes[job_id] = outcome
+    for job_id in alone:
+        graph = graphs[job_id]
+        steps = graph.runs[-1].options.get("max_new_tokens", 0) if graph.runs else 0
+
+        def on_step(step: int, job_id: str = job_id, steps: int = steps) -> None:
+            if job_id in cancelled:
+                raise JobCancelledError("cancelled while running")
+            conn.send({"type": "progress", "job_id": job_id, "step": step + 1, "steps": steps})
+
+        try:
+            result = execute(graph, target, echo_logs=False, on_step=on_step)
+            outcomes[job_id] = JobOutcome(result=result, rows=(0, result.rows))
+        except NNsightError as error:
+            outcomes[job_id] = JobOutcome(error=error)
+        except Exception as error:  # noqa: BLE001 - a bug must fail the job, not the worker
+            outcomes[job_id] = JobOutcome(error=NNsightError(
+                f"internal error: {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"))
+    report: dict[str, dict] = {}
+    for job_id, outcome in outcomes.items():
+        if outcome.error is not None:
+            report[job_id] = {"ok": False, "error": {"type": type(outcome.error).__name__,
+                                                     "message": str(outcome.error)}}
+            continue
+        result = outcome.result
+        payload = encode_values({str(k): v for k, v in result.saved.items()})
+        if len(payload) > spec.max_result_bytes:
+            report[job_id] = {"ok": False, "error": {
+                "type": "ResultTooLarge",
+                "message": f"the saved values take {len(payload)} bytes, over this host's limit of "
+                           f"{spec.max_result_bytes}: save less (a slice, a mean) or ask for a higher limit"}}
+            continue
+        report[job_id] = {"ok": True, "payload": payload, "rows": list(outcome.rows or (0, 0)),
+                          "logs": [list(entry) for entry in result.logs],
+                          "missing": {str(k): v for k, v in result.missing.items()}}
+    return {"type": "done", "batch_id": message["batch_id"], "jobs": report}
