@@ -59,7 +59,7 @@ class ExecutionError(NNsightError):
     """A node of the graph failed while the model ran; names the node's user line."""
 
 
-class WeightWriteError(NNsightError):
+class WeightWriteError(GraphError):
     """A graph tried to change the model's weights, which are read-only inside a trace."""
 
 

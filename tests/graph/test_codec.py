@@ -8,6 +8,7 @@ import io
 import json
 import math
 import random
+import re
 import struct
 import tokenize
 from pathlib import Path
@@ -78,7 +79,7 @@ def full_graph() -> Graph:
         Node(10, "log", tuple(tensors.values()), line=L(11)),
         Node(11, "log", (base, tensors["row"], torch.device("cuda:1"), torch.float16, torch.bool,
                          torch.Size([])), line=L(12)),
-        Node(12, "module.param", ("weight",), module="lm_head", line=L(13)),
+        Node(12, "module.param", ("lm_head", "weight"), line=L(13)),
         Node(13, "Tensor.t", (Ref(12),), line=L(14)),
         Node(14, "matmul", (Ref(1), Ref(13)), line=L(15)),
         Node(15, "torch.sum", (Ref(14),), line=L(16)),
@@ -106,7 +107,7 @@ def small_graph(*extra: tuple) -> Graph:
     nodes = [
         Node(0, "module.output", module="model.layers.0", line="cell.py:1"),
         Node(1, "getitem", (Ref(0), (slice(None), -1)), line="cell.py:2"),
-        Node(2, "module.param", ("weight",), module="lm_head", line="cell.py:3"),
+        Node(2, "module.param", ("lm_head", "weight"), line="cell.py:3"),
         Node(3, "save", (Ref(1),), line="cell.py:4"),
     ]
     for op, args, kwargs, fields in extra:
@@ -189,7 +190,10 @@ def test_tensors_stored_once_cpu_contiguous_detached():
     graph = full_graph()
     doc, tensors = graph_to_json(graph)
     # `shared` is used by nodes 2 and 3: one entry, referenced twice.
-    assert doc["nodes"][2]["args"][1] == doc["nodes"][3]["args"][1] == {"tensor": "t0"}
+    name = doc["nodes"][2]["args"][1]["tensor"]
+    assert doc["nodes"][3]["args"][1] == {"tensor": name}
+    names = re.findall(r'"tensor": "(t[0-9]+)"', json.dumps(doc))
+    assert set(names) == set(tensors) and len(names) == len(tensors) + 2   # `shared` and `row` twice
     for t in tensors.values():
         assert t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad
     back = decode(encode(graph))
@@ -250,9 +254,9 @@ def test_values_round_trip():
 def test_values_refuse_refs_and_graphs():
     with pytest.raises(GraphError, match="Ref"):
         encode_values({"x": Ref(1)})
-    with pytest.raises(GraphError, match="not a set of values.*this is a graph"):
+    with pytest.raises(GraphError, match="not a set of encoded values.*this is an encoded graph"):
         decode_values(encode(small_graph()))
-    with pytest.raises(GraphError, match="not graph.*this is a set of values"):
+    with pytest.raises(GraphError, match="not an encoded graph.*this is a set of encoded values"):
         decode(encode_values({"x": 1}))
     header = json.dumps({"format": "nnsight-jupyter/values", "version": 1, "values": {"x": {"ref": 0}}}).encode()
     data = b"NJV1" + struct.pack("<I", len(header)) + header + safetensors.torch.save({})
@@ -322,16 +326,19 @@ def test_bad_module_path(path):
     assert path in message and "%4" in message and "module path" in message
 
 
-@pytest.mark.parametrize("name", ["_private", "__dict__", "weight._x", "__class__.__init__"])
-def test_bad_param_name(name):
-    message = refused(small_graph(("module.param", (name,), {}, {"module": "lm_head"})))
-    assert name in message and "%4" in message
+@pytest.mark.parametrize("path, name", [("lm_head", "_private"), ("lm_head", "__dict__"), ("", "weight._x"),
+                                        ("lm_head", "__class__.__init__"), ("lm_head.__dict__", "weight"),
+                                        ("_modules", "weight")])
+def test_bad_param_name(path, name):
+    message = refused(small_graph(("module.param", (path, name), {}, {})))
+    assert (name if name.startswith("_") or "." in name else path) in message and "%4" in message
 
 
 def test_module_call_path_checked():
     assert "model.__class__" in refused(small_graph(("module.call", ("model.__class__", Ref(1)), {}, {})))
-    assert "module path" in refused(small_graph(("module.call", (Ref(1),), {}, {})))
-    decode(encode(small_graph(("module.call", (Ref(1),), {}, {"module": "lm_head"}))))
+    assert "module path" in refused(small_graph(("module.call", (Ref(1),), {}, {"module": "lm_head"})))
+    decode(encode(small_graph(("module.call", ("lm_head", Ref(1)), {}, {}))))
+    decode(encode(small_graph(("module.call", ("", Ref(1)), {"use_cache": False}, {}))))   # the root
 
 
 @pytest.mark.parametrize("extra", [
@@ -362,7 +369,7 @@ def test_in_place_on_activations_and_clones_allowed():
 
 
 @pytest.mark.parametrize("ref, words", [(Ref(5), "later"), (Ref(4), "later"), (Ref(99), "later"),
-                                        (Ref(-1), "does not exist")])
+                                        (Ref(-1), "node id")])
 def test_bad_refs(ref, words):
     message = refused(small_graph(("add", (Ref(1), [ref]), {}, {})))
     assert words in message and "%4" in message
@@ -573,3 +580,38 @@ def test_speed_1000_nodes_printed():
     print(f"\ngraph codec, 1000 nodes, {figures['bytes']} bytes: encode {figures['encode_ms']:.2f} ms, "
           f"decode {figures['decode_ms']:.2f} ms (median)")
     assert figures["nodes"] == 1000 and figures["encode_ms"] > 0 and figures["decode_ms"] > 0
+
+
+def test_structural_fuzz_only_raises_typed_errors():
+    """Every value anywhere in a document replaced by odd JSON: decoded, or refused with our errors."""
+    doc, tensors = graph_to_json(full_graph())
+    odd = [None, -1, 1.5, "x", "__class__", [], {}, {"ref": 0}, {"tensor": "t0"}, True, 2**80, [[1]]]
+
+    def places(value, path=()):
+        yield path
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from places(v, path + (k,))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from places(v, path + (i,))
+
+    paths = [p for p in places(doc) if p]
+    assert len(paths) > 300
+    body = safetensors.torch.save(tensors)
+    text = json.dumps(doc)
+    outcomes = {"ok": 0, "refused": 0}
+    for path in paths:
+        for value in odd:
+            mutated = json.loads(text)
+            target = mutated
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+            header = json.dumps(mutated).encode()
+            try:
+                decode(b"NJG1" + struct.pack("<I", len(header)) + header + body)
+                outcomes["ok"] += 1
+            except (GraphError, WeightWriteError):
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > outcomes["ok"] > 0

@@ -1,0 +1,430 @@
+"""Checks that an intervention graph is well formed and does only what the allow-list admits.
+
+`validate(graph)` runs on every decoded graph (`graph.codec.decode`) and may run on the client
+too; `NodeChecker` checks nodes one at a time, as a tracer adds them. Each error names the node
+id, its op and the user's line (as the error's `where`), and says what is wrong:
+
+* `GraphError`: wrong version, malformed node (ids not increasing, a Ref to a later or missing node,
+  an unknown run or invoke, a bad `backward`, a bad module path, a private attribute, an ``out=``
+  keyword, arguments nested too deep, too many nodes);
+* `OpNotAllowedError` (a GraphError): an op that is not in `graph.ops.OPS`;
+* `WeightWriteError`: an in-place op whose target is a model parameter (a ``module.param`` node) or
+  a view of one. This static check covers views made by the graph itself; the executor also refuses
+  in-place writes into any tensor that shares storage with a weight at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import GraphError, OpNotAllowedError, WeightWriteError
+from .nodes import GRAPH_VERSION, Graph, Node, Ref
+from .ops import FORBIDDEN_KWARGS, OPS
+
+__all__ = ["validate", "NodeChecker", "check_node", "check_module_path", "node_error", "MAX_NODES", "MAX_DEPTH",
+           "VIEW_OPS"]
+
+MAX_NODES = 200_000
+MAX_DEPTH = 32          # containers nested in one argument
+MAX_PATH = 1024         # characters of a module path
+
+_SEGMENT = r"(?:[A-Za-z][A-Za-z0-9_]*|[0-9]+)"
+_PATH = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+#: Ops whose result may be (or share storage with) their first argument: an in-place op on their
+#: result writes into that argument. Used to follow views of module parameters.
+VIEW_OPS = frozenset({
+    "getitem", "getattr", "pos",
+    "Tensor.view", "Tensor.view_as", "Tensor.reshape", "Tensor.reshape_as", "Tensor.transpose",
+    "Tensor.permute", "Tensor.t", "Tensor.flatten", "Tensor.unflatten", "Tensor.squeeze",
+    "Tensor.unsqueeze", "Tensor.expand", "Tensor.expand_as", "Tensor.narrow", "Tensor.diagonal",
+    "Tensor.chunk", "Tensor.split", "Tensor.detach", "Tensor.contiguous", "Tensor.to",
+    "Tensor.type_as", "Tensor.cpu", "Tensor.float", "Tensor.double", "Tensor.half",
+    "Tensor.bfloat16", "Tensor.int", "Tensor.long", "Tensor.bool",
+    "torch.reshape", "torch.transpose", "torch.permute", "torch.squeeze", "torch.unsqueeze",
+    "torch.flatten", "torch.unflatten", "torch.split", "torch.chunk", "torch.diagonal",
+    "torch.nn.functional.dropout",
+})
+
+_KINDS_WITHOUT_OUT = ("torch", "method")
+
+# Per-op flags, computed once per op name from OPS (so ops added to OPS later are picked up).
+_NO_OUT = 1      # torch function or Tensor method: FORBIDDEN_KWARGS refused
+_WRITES = 2      # changes its first argument in place (not a model op)
+_VIEW = 4        # its result may alias its first argument (VIEW_OPS)
+_PARAM = 8       # module.param: a model parameter
+_SPECIAL = 16    # getattr, module.param, module.call: names checked
+_FLAGS: dict[str, int] = {}
+
+
+def _op_flags(node: Any) -> int:
+    """The flags of node.op, or OpNotAllowedError if it is not on the allow-list."""
+    name = node.op
+    op = OPS.get(name) if type(name) is str else None
+    if op is None:
+        raise node_error(node, f"operation {name!r:.120} is not on the allow-list (see "
+                          "nnsight_jupyter.graph.ops.OPS); it cannot run inside a trace", OpNotAllowedError)
+    flags = ((_NO_OUT if op.kind in _KINDS_WITHOUT_OUT else 0)
+             | (_WRITES if op.mutates and op.kind != "model" else 0)
+             | (_VIEW if name in VIEW_OPS else 0)
+             | (_PARAM if name == "module.param" else 0)
+             | (_SPECIAL if name in ("getattr", "module.param", "module.call") else 0))
+    _FLAGS[name] = flags
+    return flags
+
+
+def _where(node: Any) -> str | None:
+    line = getattr(node, "line", None)
+    return line if isinstance(line, str) and line else None
+
+
+def node_error(node: Any, message: str, cls: type[Exception] = GraphError) -> Exception:
+    """An error about `node` (anything with id, op, line): its id and op, then what is wrong, with
+    the node's user line as the error's `where` (so the message starts with it)."""
+    line = _where(node)
+    label = f"graph node %{str(getattr(node, 'id', '?'))[:40]} (op {getattr(node, 'op', '?')!r:.80}"
+    label += ")" if line else ", no source line)"
+    return cls(f"{label}: {message}", where=line)
+
+
+def check_module_path(path: Any, what: str = "module path") -> str | None:
+    """None if `path` is a valid module path ("" = root), else what is wrong with it."""
+    if type(path) is not str:
+        return f"{what} must be a str, not {type(path).__qualname__}"
+    if path == "":
+        return None
+    if len(path) > MAX_PATH or _PATH.fullmatch(path) is None:
+        return (f"{what} {path!r:.120} is not allowed: it must be dot-separated names (a letter, then "
+                "letters, digits, '_') or indices, with no private ('_x') or dunder ('__x__') parts")
+    return None
+
+
+class NodeChecker:
+    """Checks nodes one at a time, in program order, against those it has seen.
+
+    `runs` maps run id -> (position of the run, set of its invoke ids); without it, run and
+    invoke ids are not checked (a tracer that adds runs as it goes can pass it later).
+    """
+
+    def __init__(self, runs: Mapping[int, tuple[int, set]] | None = None):
+        self.nodes: dict[int, Node] = {}
+        self.runs = runs
+        self._last_id = -1
+        self._param_views: dict[int, int] = {}     # node id -> id of the module.param it may alias
+        self._paths: set[str] = set()                # module paths already found valid
+
+    # ------------------------------------------------------------------------------ nodes
+    def add(self, node: Node) -> None:
+        """Check `node` and remember it (raises GraphError / OpNotAllowedError / WeightWriteError)."""
+        nodes = self.nodes
+        nid = node.id
+        if type(nid) is not int or nid <= self._last_id or len(nodes) >= MAX_NODES:
+            self._check_id(node)
+        op_name = node.op
+        flags = _FLAGS.get(op_name) if type(op_name) is str else None
+        if flags is None:
+            flags = _op_flags(node)
+        run, invoke, call, step, module = node.run, node.invoke, node.call, node.step, node.module
+        if not (type(run) is int and type(invoke) is int and type(call) is int and type(step) is int
+                and run >= 0 and invoke >= 0 and call >= 0 and step >= -1 and type(node.repeat) is bool
+                and type(node.line) is str
+                and (module is None or (type(module) is str and module in self._paths))):
+            self._check_fields(node)
+        args, kwargs = node.args, node.kwargs
+        if type(args) is not tuple and type(args) is not list:
+            raise node_error(node, f"args must be a tuple, not {type(args).__qualname__}")
+        if type(kwargs) is not dict:
+            raise node_error(node, f"kwargs must be a dict, not {type(kwargs).__qualname__}")
+        runs = self.runs
+        if runs is not None:
+            entry = runs.get(run)
+            if entry is None or invoke not in entry[1]:
+                self._check_run(node)
+            run_pos = entry[0]
+        else:
+            run_pos = None
+        for a in args:
+            t = type(a)
+            if t is Ref:
+                target = nodes.get(a.id) if type(a.id) is int else None
+                if target is None or (target.run != run and run_pos is not None):
+                    self._check_ref(node, a, run_pos)
+            elif t in _CONTAINERS:
+                self._walk(node, a, 1, run_pos)
+        if kwargs:
+            for k, v in kwargs.items():
+                if type(k) is not str:
+                    raise node_error(node, f"keyword argument name {k!r:.80} must be a str")
+                if type(v) is Ref or type(v) in _CONTAINERS:
+                    self._walk(node, (v,), 0, run_pos)
+            if flags & _NO_OUT:
+                bad = FORBIDDEN_KWARGS.intersection(kwargs)
+                if bad:
+                    raise node_error(node, f"keyword argument(s) {', '.join(sorted(bad))}= are not allowed "
+                                      "(they write into a given tensor); use the returned value instead")
+        if node.backward is not None:
+            target = nodes.get(node.backward) if type(node.backward) is int else None
+            if target is None or target.op != "backward":
+                raise node_error(node, f"backward={node.backward!r:.40} must be the id of an earlier "
+                                       "'backward' node")
+        if flags:
+            if flags & _SPECIAL:
+                self._check_special(node)
+            views = self._param_views
+            if args and type(args[0]) is Ref and args[0].id in views:
+                if flags & _WRITES:
+                    self._refuse_weight_write(node, args[0])
+                if flags & _VIEW:
+                    views[nid] = views[args[0].id]
+            if flags & _PARAM:
+                views[nid] = nid
+        nodes[nid] = node
+        self._last_id = nid
+
+    def _check_id(self, node: Node) -> None:
+        nid = node.id
+        if len(self.nodes) >= MAX_NODES:
+            raise GraphError(f"the graph has more than {MAX_NODES} nodes")
+        if type(nid) is not int or nid < 0:
+            raise node_error(node, f"node id {nid!r:.40} must be an int >= 0")
+        what = "repeats" if nid in self.nodes else "is smaller than"
+        raise node_error(node, f"node id {nid} {what} an earlier node id ({self._last_id}): node ids "
+                          "must be unique and strictly increasing in program order")
+
+    def _refuse_weight_write(self, node: Node, target: Ref) -> None:
+        param = self.nodes[self._param_views[target.id]]
+        how = ("is" if target.id == param.id else "is a view of") + f" parameter %{param.id}"
+        raise node_error(node, f"parameters are read-only inside a trace; clone() first (its first "
+                          f"argument %{target.id} {how} {_param_label(param)})", WeightWriteError)
+
+    def _remember(self, node: Node) -> None:
+        """Record an (already checked) node, and whether it is a parameter or a view of one."""
+        nid, args = node.id, node.args
+        flags = _FLAGS.get(node.op, 0) if type(node.op) is str else 0
+        if flags & _PARAM:
+            self._param_views[nid] = nid
+        elif flags & _VIEW and args and type(args[0]) is Ref and args[0].id in self._param_views:
+            self._param_views[nid] = self._param_views[args[0].id]
+        self.nodes[nid] = node
+        if type(nid) is int and nid > self._last_id:
+            self._last_id = nid
+
+    def _check_fields(self, node: Node) -> None:
+        """The slow path: find which field is wrong (or remember a new valid module path)."""
+        for name in ("run", "invoke", "call", "step"):
+            value = getattr(node, name)
+            if type(value) is not int or value < (-1 if name == "step" else 0):
+                raise node_error(node, f"{name} must be an int >= {-1 if name == 'step' else 0}, "
+                                       f"not {value!r:.40}")
+        if type(node.repeat) is not bool:
+            raise node_error(node, f"repeat must be a bool, not {node.repeat!r:.40}")
+        if node.backward is not None and type(node.backward) is not int:
+            raise node_error(node, f"backward must be a node id or None, not {node.backward!r:.40}")
+        if type(node.line) is not str:
+            raise node_error(node, f"line must be a str, not {type(node.line).__qualname__}")
+        if node.module is not None:
+            problem = check_module_path(node.module)
+            if problem:
+                raise node_error(node, problem)
+            self._paths.add(node.module)
+
+    def _check_run(self, node: Node) -> None:
+        entry = self.runs.get(node.run)
+        if entry is None:
+            raise node_error(node, f"run {node.run} does not exist (runs: {sorted(self.runs)[:20]})")
+        raise node_error(node, f"invoke {node.invoke} does not exist in run {node.run} "
+                          f"(its invokes: {sorted(entry[1])[:20]})")
+
+    def _check_special(self, node: Node) -> None:
+        """Ops with arguments that name things: getattr, module.param, module.call."""
+        op, args = node.op, node.args
+        if op == "getattr":
+            name = args[1] if len(args) >= 2 else None
+            if len(args) not in (2, 3) or type(name) is not str:
+                raise node_error(node, "getattr needs (object, name) with the name a literal str")
+            if name.startswith("_"):
+                raise node_error(node, f"attribute {name!r:.80} is private or a dunder; only public attributes "
+                                  "can be read inside a trace")
+        elif op == "module.param":
+            # (module path, parameter or buffer name), e.g. ("lm_head", "weight"); "" is the root.
+            if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not str:
+                raise node_error(node, "module.param needs (module path, parameter name), both literal str")
+            problem = check_module_path(args[0])
+            if problem:
+                raise node_error(node, problem)
+            name = args[1]
+            if _NAME.fullmatch(name) is None:
+                raise node_error(node, f"parameter name {name!r:.80} is not allowed: only public names "
+                                       "(a letter, then letters, digits, '_'), no private or dunder names")
+        elif op == "module.call":
+            # (module path, *arguments of the call)
+            if not args or type(args[0]) is not str:
+                raise node_error(node, "module.call needs the module path (a literal str) as its first argument")
+            problem = check_module_path(args[0])
+            if problem:
+                raise node_error(node, problem)
+
+    # ------------------------------------------------------------------------------ refs
+    def _check_ref(self, node: Node, ref: Ref, run_pos: int | None) -> None:
+        rid = ref.id
+        target = self.nodes.get(rid) if type(rid) is int else None
+        if target is None:
+            if type(rid) is int and rid >= node.id:
+                raise node_error(node, f"argument %{rid} refers to a later node (or itself): a node can only "
+                                  "use values of nodes before it")
+            raise node_error(node, f"argument %{rid!r:.40} refers to a node that does not exist")
+        if run_pos is not None:
+            target_pos = self.runs[target.run][0]
+            if target_pos > run_pos:
+                raise node_error(node, f"argument %{rid} belongs to run {target.run}, which runs after "
+                                  f"this node's run {node.run}")
+
+    def _walk(self, node: Node, value: Any, depth: int, run_pos: int | None) -> None:
+        """Check every Ref inside the container `value` (nested `depth` deep)."""
+        if depth > MAX_DEPTH:
+            raise node_error(node, f"an argument nests more than {MAX_DEPTH} containers deep")
+        t = type(value)
+        if t is dict:
+            items: Any = value.values()
+        elif t is slice:
+            items = (value.start, value.stop, value.step)
+        else:
+            items = value
+        for v in items:
+            tv = type(v)
+            if tv is Ref:
+                self._check_ref(node, v, run_pos)
+            elif tv in _CONTAINERS and not (tv is slice and type(v.start) in _SCALARS
+                                           and type(v.stop) in _SCALARS and type(v.step) in _SCALARS):
+                self._walk(node, v, depth + 1, run_pos)
+
+
+_SCALARS = frozenset({int, type(None), str, float, bool})
+_CONTAINERS = frozenset({tuple, list, dict, slice})
+
+
+def _collect_refs(value: Any, depth: int, out: list[Ref]) -> None:
+    t = type(value)
+    if t is Ref:
+        out.append(value)
+        return
+    if t not in _CONTAINERS:
+        return
+    if depth >= MAX_DEPTH:
+        raise GraphError(f"a value nests more than {MAX_DEPTH} containers deep")
+    if t is dict:
+        value = value.values()
+    elif t is slice:
+        value = (value.start, value.stop, value.step)
+    for v in value:
+        _collect_refs(v, depth + 1, out)
+
+
+def _param_label(node: Node) -> str:
+    path, name = node.args
+    return f"{path}.{name}" if path else name
+
+
+def check_node(node: Node, known: Mapping[int, Node]) -> None:
+    """Check one node against the earlier nodes `known` (id -> Node, in program order).
+
+    Convenience for one-off checks; a tracer adding many nodes should keep one `NodeChecker`.
+    """
+    checker = NodeChecker()
+    for earlier in known.values():
+        checker._remember(earlier)
+    checker.add(node)
+
+
+# ================================================================================= the graph
+def validate(graph: Graph) -> None:
+    """Check `graph` in full; raises GraphError, OpNotAllowedError or WeightWriteError."""
+    checker = begin(graph)
+    for node in graph.nodes:
+        checker.add(node)
+    finish(graph, checker)
+
+
+def begin(graph: Graph) -> NodeChecker:
+    """First part of `validate`: the version, the runs and invokes; returns the checker for the
+    nodes (`graph.nodes` is not looked at, except for its length). `graph.codec` checks each node
+    as it decodes it, then calls `finish`."""
+    if graph.version != GRAPH_VERSION or type(graph.version) is not int:
+        raise GraphError(
+            f"graph format version {graph.version!r:.40} is not supported: this nnsight_jupyter reads "
+            f"version {GRAPH_VERSION}. Upgrade nnsight_jupyter on the side that is older (client or host) "
+            "so both speak the same version."
+        )
+    if graph.model is not None and type(graph.model) is not str:
+        raise GraphError(f"graph.model must be a str or None, not {type(graph.model).__qualname__}")
+    if len(graph.nodes) > MAX_NODES:
+        raise GraphError(f"the graph has {len(graph.nodes)} nodes, more than the limit of {MAX_NODES}")
+    runs: dict[int, tuple[int, set]] = {}
+    for position, run in enumerate(graph.runs):
+        if type(run.id) is not int or run.id < 0:
+            raise GraphError(f"run id {run.id!r:.40} must be an int >= 0")
+        if run.id in runs:
+            raise GraphError(f"run id {run.id} appears twice")
+        if run.kind not in ("trace", "generate"):
+            raise GraphError(f"run {run.id}: kind {run.kind!r:.40} must be 'trace' or 'generate'")
+        if type(run.options) is not dict or any(type(k) is not str for k in run.options):
+            raise GraphError(f"run {run.id}: options must be a dict with str keys")
+        invoke_ids: set = set()
+        for invoke in run.invokes:
+            if type(invoke.id) is not int or invoke.id < 0:
+                raise GraphError(f"run {run.id}: invoke id {invoke.id!r:.40} must be an int >= 0")
+            if invoke.id in invoke_ids:
+                raise GraphError(f"run {run.id}: invoke id {invoke.id} appears twice")
+            if type(invoke.all_rows) is not bool:
+                raise GraphError(f"run {run.id} invoke {invoke.id}: all_rows must be a bool")
+            if type(invoke.kwargs) is not dict or any(type(k) is not str for k in invoke.kwargs):
+                raise GraphError(f"run {run.id} invoke {invoke.id}: kwargs must be a dict with str keys")
+            if invoke.all_rows and (invoke.args or invoke.kwargs):
+                raise GraphError(f"run {run.id} invoke {invoke.id}: an all_rows invoke takes no input")
+            invoke_ids.add(invoke.id)
+        runs[run.id] = (position, invoke_ids)
+    return NodeChecker(runs)
+
+
+def finish(graph: Graph, checker: NodeChecker) -> None:
+    """Last part of `validate`, once every node went through `checker.add`: run inputs that use
+    values of earlier runs, and job-owned parameters."""
+    runs = checker.runs
+    assert runs is not None
+    for position, run in enumerate(graph.runs):
+        values: list[Any] = [run.options]
+        for invoke in run.invokes:
+            values.append(invoke.args)
+            values.append(invoke.kwargs)
+        for ref in (r for v in values for r in _refs(v, f"run {run.id}")):
+            target = checker.nodes.get(ref.id) if type(ref.id) is int else None
+            if target is None:
+                raise GraphError(f"run {run.id}: an input refers to node %{ref.id!r:.40}, which does not exist")
+            if runs[target.run][0] >= position:
+                raise GraphError(f"run {run.id}: an input refers to node %{ref.id} of run {target.run}; "
+                                 "inputs can only use values of earlier runs")
+
+    names: set[str] = set()
+    for p in graph.parameters:
+        if type(p.name) is not str or _NAME.fullmatch(p.name) is None:
+            raise GraphError(f"parameter name {p.name!r:.80} must be an identifier not starting with '_'")
+        if p.name in names:
+            raise GraphError(f"parameter {p.name!r} appears twice")
+        names.add(p.name)
+        if not isinstance(p.value, torch.Tensor):
+            raise GraphError(f"parameter {p.name!r}: its value must be a tensor, not {type(p.value).__qualname__}")
+        if type(p.requires_grad) is not bool:
+            raise GraphError(f"parameter {p.name!r}: requires_grad must be a bool")
+
+
+def _refs(value: Any, where: str) -> list[Ref]:
+    out: list[Ref] = []
+    try:
+        _collect_refs(value, 0, out)
+    except GraphError as e:
+        raise GraphError(f"{where}: {e.reason}") from None
+    return out

@@ -1,0 +1,213 @@
+"""A real Jupyter server with the extension on 127.0.0.1, and raw protocol clients for it.
+
+`jupyter_host(models=..., **limits)` starts `python -m jupyter_server` in a subprocess with its own
+runtime, data and job-store paths, several user tokens (NNsightIdentityProvider), and waits until
+every model is ready. Tests talk to it over real websockets and HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nnsight_jupyter import protocol
+
+USERS = {f"token-{name}": name for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")}
+ADMIN_TOKEN = "admin-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterHost:
+    """A running server: its URL, tokens, process, and helpers to talk to it."""
+
+    def __init__(self, root: Path, models: dict, **host_config):
+        self.root = root
+        self.models = models
+        self.host_config = host_config
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> "JupyterHost":
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.root / "runtime"),
+                   JUPYTER_DATA_DIR=str(self.root / "data"), NNSIGHT_JUPYTER_PROGRESS="0")
+        args = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
+                f"--port={self.port}", "--port-retries=0", "--allow-root", f"--ServerApp.token={ADMIN_TOKEN}",
+                f"--ServerApp.root_dir={self.root}",
+                "--ServerApp.identity_provider_class=nnsight_jupyter.server.auth.NNsightIdentityProvider",
+                f"--NNsightIdentityProvider.tokens={json.dumps(USERS)}",
+                f"--NNsightHost.models={json.dumps(self.models)}",
+                f"--NNsightHost.db_path={self.root / 'jobs.sqlite'}"]
+        args += [f"--NNsightHost.{k}={v}" for k, v in self.host_config.items()]
+        self.log = open(self.root / "server.log", "ab")
+        self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.root / 'server.log').read_text()[-3000:]}")
+            try:
+                status = self.get("nnsight/api/status")
+                if all(m["state"] == "ready" for m in status["models"].values()):
+                    return status
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"models not ready: {(self.root / 'server.log').read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def request(self, path: str, method: str = "GET", token: str | None = ADMIN_TOKEN, headers=None):
+        request = urllib.request.Request(self.url + path, method=method, headers=dict(headers or {}))
+        if token:
+            request.add_header("Authorization", f"token {token}")
+        return urllib.request.urlopen(request, timeout=30)
+
+    def get(self, path: str, token: str | None = ADMIN_TOKEN):
+        with self.request(path, token=token) as response:
+            return json.loads(response.read())
+
+    def socket(self, token: str | None = "token-alice", hello: bool = True, **kwargs) -> "RawClient":
+        return RawClient(self, token, hello, **kwargs)
+
+
+class RawClient:
+    """The protocol by hand (for abuse tests and to control every frame)."""
+
+    def __init__(self, host: JupyterHost, token: str | None, hello: bool, **kwargs):
+        from websockets.sync.client import connect
+
+        headers = {"Authorization": f"token {token}"} if token else {}
+        self.ws = connect(host.url.replace("http", "ws") + "nnsight/ws", additional_headers=headers,
+                          max_size=None, open_timeout=30, **kwargs).__enter__()
+        if hello:
+            self.send({"type": "hello", "protocol": protocol.PROTOCOL_VERSION, "client": "tests", "python": "3"})
+            welcome = self.recv()
+            assert welcome["type"] == "welcome", welcome
+
+    def send(self, message: dict) -> None:
+        self.ws.send(json.dumps(message))
+
+    def submit(self, graph_bytes: bytes, model: str = "tiny", request_id: str = "r") -> None:
+        self.ws.send(protocol.pack({"type": "submit", "request_id": request_id, "model": model}, graph_bytes))
+
+    def recv(self, timeout: float = 60) -> dict:
+        """The next message: a dict (text), or a dict with "_payload" (binary)."""
+        message = self.ws.recv(timeout=timeout)
+        if isinstance(message, bytes):
+            header, payload = protocol.unpack(message)
+            header["_payload"] = payload
+            return header
+        return json.loads(message)
+
+    def until(self, predicate, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if predicate(message):
+                return message
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny trained-shape Llama and its tokenizer, saved as a local Hugging Face directory."""
+    from nnsight_jupyter.models import tiny_llama, word_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama(seed=0).save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def jupyter_host(tmp_path_factory, tiny_model_dir):
+    """One shared server for the tests that don't break it (threads=1 worker)."""
+    host = JupyterHost(tmp_path_factory.mktemp("host"),
+                       {"tiny": {"source": str(tiny_model_dir), "threads": 1}},
+                       max_queued_per_user=40, max_frame_bytes=4_000_000).start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def make_host(tmp_path, tiny_model_dir):
+    """make_host(**config) -> a fresh server of this test's own (for fault tests)."""
+    hosts = []
+
+    def make(models=None, start=True, **config) -> JupyterHost:
+        host = JupyterHost(tmp_path / f"host{len(hosts)}",
+                           models or {"tiny": {"source": str(tiny_model_dir), "threads": 1}}, **config)
+        (host.root).mkdir(parents=True, exist_ok=True)
+        hosts.append(host)
+        return host.start() if start else host
+
+    yield make
+    for host in hosts:
+        host.stop()
+
+
+@pytest.fixture
+def graph_of(tiny_local):
+    """graph_of(body) -> encoded graph of `with model.trace() as tr: body(model, tr)` (not run)."""
+    from nnsight_jupyter.graph.codec import encode
+    from nnsight_jupyter.tracing.builder import GraphBuilder
+
+    def build(body, kind="trace", **options):
+        captured = {}
+        original = GraphBuilder.run
+
+        def capture(self, runner=None, echo_logs=True):
+            captured["graph"] = self.graph
+            self.closed = True
+
+        GraphBuilder.run = capture
+        try:
+            if kind == "generate":
+                with tiny_local.generate(**options) as tracer:
+                    body(tiny_local, tracer)
+            else:
+                with tiny_local.trace() as tracer:
+                    body(tiny_local, tracer)
+        finally:
+            GraphBuilder.run = original
+        return encode(captured["graph"])
+
+    return build
+
+
+@pytest.fixture
+def tiny_local(tiny_model_dir):
+    """The same tiny model, loaded locally, for local-vs-remote comparisons."""
+    from nnsight_jupyter import LanguageModel
+
+    return LanguageModel(str(tiny_model_dir))

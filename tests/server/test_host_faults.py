@@ -1,0 +1,107 @@
+"""Faults lose nothing: time limits, a worker killed mid-job, a server restarted with jobs queued."""
+
+import os
+import signal
+import time
+
+import torch
+
+from nnsight_jupyter.graph.codec import decode_values
+
+
+def _generation(n):
+    def body(model, tracer):
+        with tracer.invoke("hello"):
+            tracer.result.save()
+    return body, n
+
+
+def _read_layer(prompt):
+    def body(model, tracer):
+        with tracer.invoke(prompt):
+            model.model.layers[1].output.save()
+    return body
+
+
+def _wait_status(client, job_id, *statuses, timeout=120):
+    return client.until(lambda m: m.get("job_id") == job_id and (
+        m["type"] == "result" or m.get("status") in statuses), timeout=timeout)
+
+
+def test_time_limit_stops_the_job_and_the_host_goes_on(make_host, graph_of):
+    host = make_host(job_timeout=1.5)
+    client = host.socket("token-alice")
+    body, n = _generation(20000)
+    client.submit(graph_of(body, kind="generate", max_new_tokens=n))
+    job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    message = _wait_status(client, job_id, "error", "done")
+    assert message["status"] == "error" and message["error"]["type"] == "TimeLimitExceeded"
+    assert "1.5 s" in message["error"]["message"]
+    host.wait_ready()
+    client.submit(graph_of(_read_layer("the cat")))
+    next_job = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    assert _wait_status(client, next_job, "error")["type"] == "result"
+
+
+def test_worker_killed_mid_job_is_requeued_once(make_host, graph_of, tiny_local):
+    host = make_host()
+    client = host.socket("token-bob")
+    body, n = _generation(400)
+    client.submit(graph_of(body, kind="generate", max_new_tokens=n))
+    job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    client.until(lambda m: m.get("job_id") == job_id and m.get("status") == "running")
+    client.submit(graph_of(_read_layer("the cat sat")))   # queued behind it: keeps its place
+    queued_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    pid = host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"]
+    os.kill(pid, signal.SIGKILL)
+    requeued = _wait_status(client, job_id, "queued", "error")
+    assert requeued["status"] == "queued"
+    result = _wait_status(client, job_id, "error", timeout=180)
+    assert result["type"] == "result"
+    with tiny_local.generate("hello", max_new_tokens=n) as tracer:
+        local = tracer.result.save()
+    assert torch.equal(next(iter(decode_values(result["_payload"]).values())), local.value)
+    assert _wait_status(client, queued_id, "error")["type"] == "result"
+    history = host.get(f"nnsight/api/jobs/{job_id}", token="token-bob")["history"]
+    assert [h[0] for h in history] == ["queued", "running", "queued", "running", "done"]
+    assert "worker stopped" in history[2][2]
+
+
+def test_worker_killed_twice_fails_the_job_clearly(make_host, graph_of):
+    host = make_host()
+    client = host.socket("token-bob")
+    body, n = _generation(100000)
+    client.submit(graph_of(body, kind="generate", max_new_tokens=n))
+    job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    for _ in range(2):
+        client.until(lambda m: m.get("job_id") == job_id and m.get("status") == "running", timeout=120)
+        os.kill(host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"], signal.SIGKILL)
+    failed = _wait_status(client, job_id, "error")
+    assert failed["error"]["type"] == "WorkerRestarted" and "tried 2 times" in failed["error"]["message"]
+
+
+def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local):
+    host = make_host()
+    client = host.socket("token-carol")
+    body, n = _generation(100000)
+    client.submit(graph_of(body, kind="generate", max_new_tokens=n))
+    blocker = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    client.until(lambda m: m.get("job_id") == blocker and m.get("status") == "running")
+    prompts = ["the cat", "hello world", "a dog"]
+    queued = []
+    for prompt in prompts:
+        client.submit(graph_of(_read_layer(prompt)))
+        queued.append(client.until(lambda m: m["type"] == "accepted")["job_id"])
+    client.send({"type": "cancel", "job_id": blocker})
+    host.stop(signal.SIGKILL)                 # a crash: no clean shutdown
+    host.start()                              # same job store
+    again = host.socket("token-carol")
+    for job_id, prompt in zip(queued, prompts):
+        again.send({"type": "attach", "job_id": job_id})
+        result = _wait_status(again, job_id, "error")
+        assert result["type"] == "result"
+        with tiny_local.trace(prompt):
+            h = tiny_local.model.layers[1].output.save()
+        # The three queued jobs now share one forward pass: equal to solo runs within float tolerance.
+        torch.testing.assert_close(next(iter(decode_values(result["_payload"]).values())), h.value,
+                                   atol=1e-5, rtol=1e-4)
