@@ -7,22 +7,28 @@ from .errors import (
     ControlFlowError,
     ExecutionError,
     GraphError,
+    JobCancelledError,
     ModelLoadError,
     ModuleAttributeError,
     ModuleIndexError,
     NNsightError,
     OpNotAllowedError,
     OutOfOrderError,
+    ProtocolError,
+    QueueFullError,
+    RemoteError,
     ShapeMismatchError,
     TracingError,
     ValueNotReadyError,
     WeightWriteError,
 )
+from .client import connect
 from .tracing import LanguageModel, NNsight, Proxy, save
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "connect",
     "LanguageModel",
     "NNsight",
     "Proxy",
@@ -31,11 +37,15 @@ __all__ = [
     "ControlFlowError",
     "ExecutionError",
     "GraphError",
+    "JobCancelledError",
     "ModelLoadError",
     "ModuleAttributeError",
     "ModuleIndexError",
     "OpNotAllowedError",
     "OutOfOrderError",
+    "ProtocolError",
+    "QueueFullError",
+    "RemoteError",
     "ShapeMismatchError",
     "TracingError",
     "ValueNotReadyError",

@@ -2,7 +2,7 @@
 
     c.NNsightHost.models = {"smollm2": {"source": "bundled:smollm2-135m", "dtype": "float32",
                                         "device_map": None}}
-    c.NNsightHost.backend = "local"            # or "ray" with c.NNsightHost.ray_address
+    c.NNsightHost.backend = "local"            # worker processes on this machine
     c.NNsightHost.job_timeout = 600            # seconds
     c.NNsightHost.max_result_bytes = 256 MiB
     c.NNsightHost.max_queued_per_user = 64
@@ -39,8 +39,8 @@ class NNsightHost(ExtensionApp):
     models = Dict({}, config=True, help=(
         'Models to host: {"name": {"source": "bundled:<name>" | "<local HF dir>", "dtype": "float32", '
         '"device_map": null | "auto" | {...}, "threads": null}}.'))
-    backend = Unicode("local", config=True, help='Where workers run: "local" (processes) or "ray".')
-    ray_address = Unicode("", config=True, help="Ray cluster address for backend='ray'.")
+    backend = Unicode("local", config=True, help='Where workers run: "local" (worker processes on this machine).')
+    ray_address = Unicode("", config=True, help="Ray cluster address, for the Ray Serve backend (not in this release).")
     job_timeout = Float(600.0, config=True, help="Seconds a job (or a batch) may run.")
     max_result_bytes = Int(256 << 20, config=True, help="Largest result a job may return, in bytes.")
     max_frame_bytes = Int(256 << 20, config=True, help="Largest websocket message accepted, in bytes.")
@@ -52,8 +52,9 @@ class NNsightHost(ExtensionApp):
 
     @validate("backend")
     def _check_backend(self, proposal):
-        if proposal["value"] not in ("local", "ray"):
-            raise ValueError(f'NNsightHost.backend must be "local" or "ray", not {proposal["value"]!r}')
+        if proposal["value"] != "local":
+            raise ValueError(f'NNsightHost.backend {proposal["value"]!r} is not available in this release: '
+                             'use "local" (the Ray Serve backend implements server.worker.Worker later)')
         return proposal["value"]
 
     def specs(self) -> dict[str, ModelSpec]:
@@ -72,17 +73,11 @@ class NNsightHost(ExtensionApp):
         path = Path(self.db_path or os.path.join(jupyter_data_dir(), "nnsight_jupyter", "jobs.sqlite"))
         path.parent.mkdir(parents=True, exist_ok=True)
         store = JobStore(path, result_ttl=self.result_ttl)
-        if self.backend == "ray":
-            from .ray_backend import ray_worker_factory
+        from .worker import LocalWorker
 
-            factory = ray_worker_factory(self.ray_address)
-        else:
-            from .worker import LocalWorker
-
-            factory = LocalWorker
         self.host = Host(store, self.specs(), job_timeout=self.job_timeout,
                          max_queued_per_user=self.max_queued_per_user, max_batch_jobs=self.max_batch_jobs,
-                         max_batch_invokes=self.max_batch_invokes, worker_factory=factory, log=self.log)
+                         max_batch_invokes=self.max_batch_invokes, worker_factory=LocalWorker, log=self.log)
         self.settings.update({"nnsight_host": self.host, "nnsight_backend": self.backend,
                               "nnsight_max_frame_bytes": self.max_frame_bytes})
         if not self.models:
