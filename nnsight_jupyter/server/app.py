@@ -19,7 +19,10 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Float, Int, Unicode, validate
+import ast
+import json
+
+from traitlets import Dict, Float, Int, TraitError, Unicode, Union, validate
 
 from .handlers import JobsHandler, ModelsHandler, ResultHandler, SocketHandler, StatusHandler
 from .host import Host
@@ -36,7 +39,7 @@ class NNsightHost(ExtensionApp):
     description = "nnsight-jupyter model host"
     load_other_extensions = True
 
-    models = Dict({}, config=True, help=(
+    models = Union([Dict(), Unicode()], default_value={}, config=True, help=(
         'Models to host: {"name": {"source": "bundled:<name>" | "<local HF dir>", "dtype": "float32", '
         '"device_map": null | "auto" | {...}, "threads": null}}.'))
     backend = Unicode("local", config=True, help='Where workers run: "local" (worker processes on this machine).')
@@ -49,6 +52,22 @@ class NNsightHost(ExtensionApp):
     max_batch_invokes = Int(64, config=True, help="Invokes (batch entries) in one forward pass at most.")
     db_path = Unicode("", config=True, help="SQLite job store (default: <jupyter data dir>/nnsight_jupyter/jobs.sqlite).")
     result_ttl = Float(3600.0, config=True, help="Seconds a fetched result is kept.")
+
+    @validate("models")
+    def _parse_models(self, proposal):
+        """Accept a dict, or its JSON / Python-literal text (as given on the command line)."""
+        value = proposal["value"]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                try:
+                    value = ast.literal_eval(value)
+                except (ValueError, SyntaxError):
+                    raise TraitError(f"NNsightHost.models must be a dict (JSON), got {value!r}") from None
+        if not isinstance(value, dict):
+            raise TraitError(f"NNsightHost.models must be a dict of name -> settings, got {type(value).__name__}")
+        return value
 
     @validate("backend")
     def _check_backend(self, proposal):

@@ -360,8 +360,10 @@ class Host:
     # ------------------------------------------------------------------ REST views
 
     def status(self) -> dict:
+        note = None if self.models else "no models configured: set c.NNsightHost.models to host some"
         return {
             "protocol": protocol.PROTOCOL_VERSION,
+            "message": note,
             "models": {name: {"state": m.state, "error": m.error, "queued": len(m.queue),
                               "running": len(m.busy.job_ids) if m.busy else 0, "batches": m.batches,
                               "worker_pid": getattr(m.worker, "pid", None)}

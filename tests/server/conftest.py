@@ -166,7 +166,8 @@ def make_host(tmp_path, tiny_model_dir):
 
     def make(models=None, start=True, **config) -> JupyterHost:
         host = JupyterHost(tmp_path / f"host{len(hosts)}",
-                           models or {"tiny": {"source": str(tiny_model_dir), "threads": 1}}, **config)
+                           models if models is not None else {"tiny": {"source": str(tiny_model_dir), "threads": 1}},
+                           **config)
         (host.root).mkdir(parents=True, exist_ok=True)
         hosts.append(host)
         return host.start() if start else host

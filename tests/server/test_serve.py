@@ -1,0 +1,56 @@
+"""`nnsight-jupyter serve` starts the headless host; a server with no models says so."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def _status(port, token):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/nnsight/api/status",
+                                     headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_serve_hosts_the_given_model(tmp_path, tiny_model_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nnsight_jupyter.cli", "serve", "--model", f"tiny={tiny_model_dir}",
+         f"--port={port}", "--IdentityProvider.token=serve-token", f"--ServerApp.root_dir={tmp_path}",
+         f"--NNsightHost.db_path={tmp_path / 'jobs.sqlite'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            try:
+                status = _status(port, "serve-token")
+                if status["models"].get("tiny", {}).get("state") == "ready":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert status and status["models"]["tiny"]["state"] == "ready"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_no_models_configured_says_so(make_host):
+    host = make_host(models={}, start=False)
+    host.start(wait_ready=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            status = host.get("nnsight/api/status")
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    assert status["models"] == {} and "no models configured" in status["message"]
