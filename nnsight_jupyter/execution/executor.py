@@ -278,6 +278,8 @@ class _Executor:
 
     def _resolve(self, value: Any) -> Any:
         kind = type(value)
+        if kind in _CONSTANT:
+            return value
         if kind is Ref:
             try:
                 return self.values[value.id]
@@ -449,6 +451,9 @@ class _Executor:
                 f"the gradient has shape {tuple(frame.grad.shape)}; the value written has shape "
                 f"{tuple(getattr(new, 'shape', ()))}")
         frame.grad = new
+
+
+_CONSTANT = frozenset({int, float, str, bool, type(None), torch.Tensor})
 
 
 def _snapshot(value: Any) -> Any:

@@ -38,14 +38,28 @@ def current() -> Any | None:
     return None
 
 
+_skip_code: dict[Any, bool] = {}     # code object -> is it this package's or torch's
+_short_name: dict[str, str] = {}     # file path -> its base name
+
+
 def user_line() -> str:
     """'file.py:12' of the innermost frame that is neither this package's nor torch's."""
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+    while frame is not None:
+        code = frame.f_code
+        skip = _skip_code.get(code)
+        if skip is None:
+            skip = _skip_code[code] = code.co_filename.startswith(_SKIP)
+        if not skip:
+            break
         frame = frame.f_back
     if frame is None:
         return ""
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    path = frame.f_code.co_filename
+    name = _short_name.get(path)
+    if name is None:
+        name = _short_name[path] = os.path.basename(path)
+    return f"{name}:{frame.f_lineno}"
 
 
 def user_frame():

@@ -177,6 +177,12 @@ class Envoy:
     # ------------------------------------------------------------------ attention heads
 
     def _heads_spec(self) -> tuple["Envoy", int, int]:
+        cached = self.__dict__.get("_heads")
+        if cached is None:
+            cached = self.__dict__["_heads"] = self._find_heads()
+        return cached
+
+    def _find_heads(self) -> tuple["Envoy", int, int]:
         module = self._module
         projection = next((n for n in _HEAD_PROJECTIONS if n in module._modules), None)
         config = getattr(module, "config", None)
