@@ -256,8 +256,11 @@ class _Executor:
                 value = handler(node, frame)
             else:
                 op = OPS[node.op]
-                args = self._resolve(node.args)
-                kwargs = self._resolve(node.kwargs) if node.kwargs else {}
+                if node.refs:
+                    args = self._resolve(node.args)
+                    kwargs = self._resolve(node.kwargs) if node.kwargs else {}
+                else:                                   # nothing to look up (planned nodes only)
+                    args, kwargs = node.args, node.kwargs
                 if op.kind == "method" and not isinstance(args[0], torch.Tensor):
                     raise ExecutionError(f"{node.op} needs a tensor, got {type(args[0]).__name__}")
                 if op.mutates:

@@ -86,7 +86,9 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
         key = (node.run, node.invoke)
         cur = cursor.get(key, START)
         dep, dep_node = START, None
-        for ref in refs_of(node.args, []) + refs_of(node.kwargs, []):
+        if node.refs is None:
+            node.refs = tuple(refs_of(node.args, []) + refs_of(node.kwargs, []))
+        for ref in node.refs:
             if run_of.get(ref) == node.run and anchors[ref] > dep:
                 dep, dep_node = anchors[ref], ref
         passive = bool(node.kwargs.get("passive")) if node.op in ("module.output", "module.inputs", "save") else False

@@ -89,7 +89,7 @@ NODE_DEFAULTS: dict[str, Any] = {"args": [], "kwargs": {}, "run": 0, "invoke": 0
                                  "step": 0, "repeat": False, "backward": None, "line": ""}
 _NODE_KEYS = frozenset({"id", "op", *NODE_DEFAULTS})
 # graph_from_json fills Node's slots one by one; a new Node field must be added there (and here).
-if set(Node.__slots__) != _NODE_KEYS:
+if set(Node._FIELDS) != _NODE_KEYS:
     raise ImportError("nnsight_jupyter.graph.codec is out of date with graph.nodes.Node's fields")
 
 

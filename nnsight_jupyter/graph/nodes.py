@@ -50,7 +50,9 @@ class Node:
     """
 
     __slots__ = ("id", "op", "args", "kwargs", "run", "invoke", "module", "call", "step", "repeat",
-                 "backward", "line")
+                 "backward", "line", "refs")
+    _FIELDS = ("id", "op", "args", "kwargs", "run", "invoke", "module", "call", "step", "repeat",
+               "backward", "line")
 
     def __init__(self, id: int, op: str, args: tuple = (), kwargs: dict | None = None, *, run: int = 0,
                  invoke: int = 0, module: str | None = None, call: int = 0, step: int = 0,
@@ -67,9 +69,10 @@ class Node:
         self.repeat = repeat
         self.backward = backward
         self.line = line
+        self.refs: tuple[int, ...] | None = None   # ids this node uses; filled in by the planner
 
     def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self._FIELDS}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Node) and _same(self.fields(), other.fields())

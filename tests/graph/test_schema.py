@@ -50,7 +50,7 @@ def test_schema_describes_the_document():
     assert set(schema["properties"]) == {"format", "version", "model", "runs", "nodes", "parameters"}
     defs = schema["$defs"]
     assert set(defs) == {"Arg", "GraphDoc", "InvokeDoc", "NodeDoc", "ParameterDoc", "RunDoc"} - {"GraphDoc"}
-    assert set(defs["NodeDoc"]["properties"]) == set(Node.__slots__)
+    assert set(defs["NodeDoc"]["properties"]) == set(Node._FIELDS)
     assert defs["NodeDoc"]["required"] == ["id", "op"]
     assert defs["NodeDoc"]["properties"]["args"]["items"] == {"$ref": "#/$defs/Arg"}
     tags = {alt["title"] for alt in defs["Arg"]["anyOf"] if alt.get("type") == "object"}
