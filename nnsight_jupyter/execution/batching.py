@@ -158,7 +158,7 @@ class LanguageTarget(ModuleTarget):
 
     def build_batch(self, run: Run, inputs: list[tuple[int, tuple, dict, bool]],
                     groups: dict[int, int] | None = None) -> Batch:
-        fast = self._single_tensor_batch(inputs)
+        fast = self._tensor_batch(inputs, groups)
         if fast is not None:
             return fast
         invoke_rows: list[tuple[int, list[list[int]]]] = []
@@ -199,16 +199,28 @@ class LanguageTarget(ModuleTarget):
         kwargs.update(extra)
         return Batch((), kwargs, spans, size, seq_len, pad_left)
 
-    def _single_tensor_batch(self, inputs: list[tuple[int, tuple, dict, bool]]) -> Batch | None:
-        """Fast path: one invoke whose input is a [batch, seq] id tensor, used as it is."""
+    def _tensor_batch(self, inputs: list[tuple[int, tuple, dict, bool]],
+                      groups: dict[int, int] | None) -> Batch | None:
+        """Fast path: every invoke's input is a [rows, seq] id tensor of one length: no padding at all."""
         real = [entry for entry in inputs if not entry[3]]
-        if len(real) != 1 or real[0][2] or len(real[0][1]) != 1:
+        if not real:
             return None
-        ids = real[0][1][0]
-        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype != torch.long or ids.shape[1] == 0:
+        tensors = []
+        for _, args, kwargs, _ in real:
+            ids = args[0] if len(args) == 1 and not kwargs else None
+            if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype != torch.long:
+                return None
+            tensors.append(ids)
+        seq_len = int(tensors[0].shape[1])
+        if seq_len == 0 or any(int(t.shape[1]) != seq_len for t in tensors):
             return None
-        size, seq_len = int(ids.shape[0]), int(ids.shape[1])
-        spans = {i: Span(0, size, 0, True) for i, _, _, _ in inputs}
+        ids = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        size, spans, start = int(ids.shape[0]), {}, 0
+        for (i, _, _, _), t in zip(real, tensors):
+            rows = int(t.shape[0])
+            spans[i] = Span(start, start + rows, 0, start == 0 and rows == size)
+            start += rows
+        _all_rows_spans(inputs, spans, size, seq_len, groups)
         return Batch((), {"input_ids": ids}, spans, size, seq_len, [0] * size)
 
     def generate(self, batch: Batch, options: dict) -> torch.Tensor:

@@ -285,35 +285,23 @@ def _values(value: Any) -> Any:
 _PLAIN = frozenset({int, float, str, bool, type(None), torch.Tensor})
 
 
-def _plain(value: Any) -> bool:
-    """True if `value` holds no proxy (so it can be used as a node argument as it is)."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return True
-    if kind is slice:
-        return type(value.start) in _PLAIN and type(value.stop) in _PLAIN and type(value.step) in _PLAIN
-    if kind is tuple:
-        return all(_plain(v) for v in value)
-    return False
-
-
 def to_arg(value: Any, builder: "GraphBuilder") -> Any:
     """A node argument: proxies of this graph become Refs, finished saved proxies their values."""
     kind = type(value)
+    if kind in _PLAIN:
+        return value
     if kind is Proxy:
         if value._builder is builder:
             return Ref(value._id)
         return value.value
-    if kind in _PLAIN:
-        return value
-    if kind is tuple or kind is list:
-        if kind is tuple and _plain(value):
-            return value
-        return kind(to_arg(v, builder) for v in value)
+    if kind is tuple:
+        return tuple([to_arg(v, builder) for v in value])
+    if kind is list:
+        return [to_arg(v, builder) for v in value]
     if kind is dict:
         return {k: to_arg(v, builder) for k, v in value.items()}
     if kind is slice:
-        if _plain(value):
+        if type(value.start) in _PLAIN and type(value.stop) in _PLAIN and type(value.step) in _PLAIN:
             return value
         return slice(to_arg(value.start, builder), to_arg(value.stop, builder), to_arg(value.step, builder))
     if isinstance(value, Proxy):
