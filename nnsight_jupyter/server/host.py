@@ -216,7 +216,10 @@ class Host:
         model.busy = _Busy(batch_id, [p.job_id for p in batch])
         model.busy.timer = self.loop.call_later(self.job_timeout, self._on_timeout, name, batch_id)
         model.batches += 1
-        model.worker.send({"type": "batch", "batch_id": batch_id, "jobs": jobs})
+        try:
+            model.worker.send({"type": "batch", "batch_id": batch_id, "jobs": jobs})
+        except OSError:
+            pass        # the worker just died: its exit re-queues this batch
         self._broadcast_positions(model)
 
     def _on_message(self, name: str, message: dict) -> None:
@@ -353,9 +356,12 @@ class Host:
         self.listeners.pop(record.id, None)
 
     def _broadcast_positions(self, model: HostedModel) -> None:
+        """Tell each queued job's listeners its place, when it has changed."""
         for index, pending in enumerate(sorted(model.queue, key=lambda p: p.seq)):
-            self._notify(pending.job_id, {"type": protocol.STATUS, "job_id": pending.job_id,
-                                          "status": "queued", "position": index})
+            if pending.position_sent != index and pending.job_id in self.listeners:
+                pending.position_sent = index
+                self._notify(pending.job_id, {"type": protocol.STATUS, "job_id": pending.job_id,
+                                              "status": "queued", "position": index})
 
     # ------------------------------------------------------------------ REST views
 

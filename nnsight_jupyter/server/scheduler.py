@@ -26,6 +26,7 @@ class Pending:
     mergeable: bool
     invokes: int
     solo: bool = False
+    position_sent: int | None = None   # the queue position its listeners were last told
 
 
 def next_batch(queue: list[Pending], served: list[str], *, max_jobs: int = 16, max_invokes: int = 64) -> list[Pending]:
@@ -46,10 +47,10 @@ def next_batch(queue: list[Pending], served: list[str], *, max_jobs: int = 16, m
         return [first]
     batch, invokes = [first], first.invokes
     cursors = {owner: (1 if owner == owners[0] else 0) for owner in owners}
-    progress = True
+    progress, rounds = True, owners[1:] + owners[:1]     # the first user's next job waits its turn
     while progress and len(batch) < max_jobs:
         progress = False
-        for owner in owners:
+        for owner in rounds:
             jobs = by_owner[owner]
             while cursors[owner] < len(jobs) and (not jobs[cursors[owner]].mergeable or jobs[cursors[owner]].solo):
                 cursors[owner] += 1
