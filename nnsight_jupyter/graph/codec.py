@@ -628,6 +628,7 @@ def graph_from_json(doc: dict, tensors: dict[str, torch.Tensor]) -> Graph:
         node.repeat = get("repeat", False)
         node.backward = get("backward")
         node.line = get("line", "")
+        node.refs = None
         add(node)
         append(node)
     validate_finish(graph, checker)
