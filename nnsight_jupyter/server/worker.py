@@ -17,6 +17,7 @@ worker -> host   {"type": "ready", "info": {...}}          {"type": "failed", "e
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import threading
 import traceback
@@ -158,7 +159,9 @@ def worker_main(conn: Any, spec: ModelSpec) -> None:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                inbox.put({"type": "stop"})
+                os._exit(0)     # the host is gone (even killed): stop at once, mid-job too
+            if message.get("type") == "stop":
+                inbox.put(message)
                 return
             if message.get("type") == "cancel":
                 cancelled.add(message["job_id"])

@@ -67,7 +67,8 @@ def test_oversized_frame_closes_only_that_socket(jupyter_host, graph_of):
     with pytest.raises(ConnectionClosed) as info:
         client.ws.send(b"NJM1" + b"\x00" * 5_000_000)      # over max_frame_bytes (4 MB here)
         client.recv(timeout=30)
-    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    # 1009 (message too big), unless the server's close arrived while we were still sending.
+    assert info.value.rcvd is None or info.value.rcvd.code == 1009
     _still_serving(jupyter_host, graph_of)
 
 

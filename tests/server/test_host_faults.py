@@ -23,6 +23,21 @@ def _read_layer(prompt):
     return body
 
 
+def _kill_worker(host):
+    """SIGKILL the model's worker process (its pid from the host's status; never 0 or ourselves)."""
+    pid = host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"]
+    assert isinstance(pid, int) and pid > 1 and pid != os.getpid(), pid
+    os.kill(pid, signal.SIGKILL)
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(line for line in status if line.startswith("State:"))
+    except OSError:
+        return "gone"
+
+
 def _wait_status(client, job_id, *statuses, timeout=120):
     return client.until(lambda m: m.get("job_id") == job_id and (
         m["type"] == "result" or m.get("status") in statuses), timeout=timeout)
@@ -52,8 +67,7 @@ def test_worker_killed_mid_job_is_requeued_once(make_host, graph_of, tiny_local)
     client.until(lambda m: m.get("job_id") == job_id and m.get("status") == "running")
     client.submit(graph_of(_read_layer("the cat sat")))   # queued behind it: keeps its place
     queued_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
-    pid = host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"]
-    os.kill(pid, signal.SIGKILL)
+    _kill_worker(host)
     requeued = _wait_status(client, job_id, "queued", "error")
     assert requeued["status"] == "queued"
     result = _wait_status(client, job_id, "error", timeout=180)
@@ -75,7 +89,7 @@ def test_worker_killed_twice_fails_the_job_clearly(make_host, graph_of):
     job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
     for _ in range(2):
         client.until(lambda m: m.get("job_id") == job_id and m.get("status") == "running", timeout=120)
-        os.kill(host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"], signal.SIGKILL)
+        _kill_worker(host)
     failed = _wait_status(client, job_id, "error")
     assert failed["error"]["type"] == "WorkerRestarted" and "tried 2 times" in failed["error"]["message"]
 
@@ -93,7 +107,13 @@ def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local):
         client.submit(graph_of(_read_layer(prompt)))
         queued.append(client.until(lambda m: m["type"] == "accepted")["job_id"])
     client.send({"type": "cancel", "job_id": blocker})
+    _wait_status(client, blocker, "cancelled")
+    worker = host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"]
     host.stop(signal.SIGKILL)                 # a crash: no clean shutdown
+    deadline = time.monotonic() + 10          # its worker notices and stops too
+    while os.path.exists(f"/proc/{worker}") and "zombie" not in _state(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{worker}") or "zombie" in _state(worker)
     host.start()                              # same job store
     again = host.socket("token-carol")
     for job_id, prompt in zip(queued, prompts):
