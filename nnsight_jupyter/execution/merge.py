@@ -32,17 +32,27 @@ class JobOutcome:
     logs: list[tuple[str, str]] = field(default_factory=list)
 
 
+def job_kind(graph: Graph) -> str:
+    """ "trace" for a graph that can share a forward pass; else what makes it run alone:
+    "session", "generate", "training" or "backward"."""
+    if len(graph.runs) != 1:
+        return "session"
+    if graph.runs[0].kind != "trace":
+        return "generate"
+    if graph.parameters:
+        return "training"
+    if any(node.op in INCOMPATIBLE_OPS for node in graph.nodes):
+        return "backward"
+    return "trace"
+
+
+_ALONE = {"session": "a session runs alone", "generate": "generation runs alone",
+          "training": "training runs alone", "backward": "gradients run alone"}
+
+
 def why_not_mergeable(graph: Graph) -> str | None:
     """None if the graph can share a forward pass with other jobs, else the reason it runs alone."""
-    if len(graph.runs) != 1:
-        return "a session runs alone"
-    if graph.runs[0].kind != "trace":
-        return "generation runs alone"
-    if graph.parameters:
-        return "training runs alone"
-    if any(node.op in INCOMPATIBLE_OPS for node in graph.nodes):
-        return "gradients run alone"
-    return None
+    return _ALONE.get(job_kind(graph))
 
 
 def execute_batch(graphs: list[Graph], target: ModuleTarget) -> list[JobOutcome]:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .. import protocol
 from ..errors import NNsightError
 from ..graph.codec import decode
-from ..execution.merge import why_not_mergeable
+from ..execution.merge import job_kind
 from .jobs import TERMINAL, JobNotFound, JobRecord, JobStore
 from .scheduler import Pending, next_batch, rotate
 from .worker import LocalWorker, ModelSpec
@@ -141,12 +141,11 @@ class Host:
             graph = decode(data)
         except NNsightError as error:
             raise HostError("invalid_graph", str(error), type(error).__name__) from None
-        reason = why_not_mergeable(graph)
-        kind = "trace" if reason is None else (graph.runs[0].kind if len(graph.runs) == 1 else "session")
+        kind = job_kind(graph)
         record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
                                    graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
         invokes = sum(len(run.invokes) for run in graph.runs)
-        model.queue.append(Pending(record.id, owner, record.seq, reason is None, invokes))
+        model.queue.append(Pending(record.id, owner, record.seq, kind == "trace", invokes))
         self._kick(model_name)
         return self.store.get(record.id)
 
