@@ -103,6 +103,16 @@ class Host:
             model.queue.append(self._pending(record, mergeable=record.kind == "trace"))
         for name in self.models:
             self._start_worker(name)
+        self._purge(min(60.0, max(0.5, self.store.result_ttl)))
+
+    def _purge(self, every: float) -> None:
+        """Delete results fetched more than the store's TTL ago; again every `every` seconds."""
+        if self.stopping:
+            return
+        removed = self.store.purge()
+        if removed and self.log:
+            self.log.info("nnsight: removed %d expired results", removed)
+        self.loop.call_later(every, self._purge, every)
 
     def stop(self) -> None:
         self.stopping = True

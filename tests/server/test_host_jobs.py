@@ -164,3 +164,16 @@ def test_cancel_queued_and_running(jupyter_host, graph_of):
     assert result["type"] == "result"
     client.send({"type": "cancel", "job_id": job_id})
     assert client.until(lambda m: m["type"] == "error")["code"] == "finished"
+
+
+def test_results_are_kept_until_fetched_plus_ttl(make_host, graph_of):
+    host = make_host(result_ttl=1)
+    client = host.socket("token-erin")
+    job_id, result = _run(client, graph_of(_save_layer("hello")))
+    assert result["type"] == "result"
+    client.send({"type": "attach", "job_id": job_id})          # fetched once already: still there
+    assert client.until(lambda m: m.get("job_id") == job_id)["type"] == "result"
+    time.sleep(3)                                               # past the TTL and a purge
+    client.send({"type": "attach", "job_id": job_id})
+    expired = client.until(lambda m: m.get("job_id") == job_id)
+    assert expired["type"] == "error" and "expired" in expired["error"]["message"]
