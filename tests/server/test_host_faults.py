@@ -125,3 +125,21 @@ def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local):
         # The three queued jobs now share one forward pass: equal to solo runs within float tolerance.
         torch.testing.assert_close(next(iter(decode_values(result["_payload"]).values())), h.value,
                                    atol=1e-5, rtol=1e-4)
+
+
+def test_result_over_the_size_limit_fails_that_job_only(make_host, graph_of):
+    host = make_host(max_result_bytes=20_000)
+    client = host.socket("token-frank")
+
+    def big(model, tracer):
+        with tracer.invoke("the cat sat on the mat"):
+            model.lm_head.output.save()                      # 6 x 200 floats: under the limit
+            model.model.layers[0].output.expand(64, -1, -1).save()   # 64 x 6 x 64 floats: over it
+
+    client.submit(graph_of(big))
+    job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    failed = _wait_status(client, job_id, "error")
+    assert failed["error"]["type"] == "ResultTooLarge" and "20000" in failed["error"]["message"]
+    client.submit(graph_of(_read_layer("hello")))
+    small = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    assert _wait_status(client, small, "error")["type"] == "result"
