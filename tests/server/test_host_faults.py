@@ -133,8 +133,8 @@ def test_result_over_the_size_limit_fails_that_job_only(make_host, graph_of):
 
     def big(model, tracer):
         with tracer.invoke("the cat sat on the mat"):
-            model.lm_head.output.save()                      # 6 x 200 floats: under the limit
-            model.model.layers[0].output.expand(64, -1, -1).save()   # 64 x 6 x 64 floats: over it
+            model.model.layers[0].output.expand(64, -1, -1).save()   # 64 x 6 x 64 floats: over the limit
+            model.lm_head.output.save()
 
     client.submit(graph_of(big))
     job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
