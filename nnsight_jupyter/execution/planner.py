@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..errors import OutOfOrderError, TracingError
 from ..graph.nodes import Graph, Node, Ref, Run
 from .order import ExecutionOrder
@@ -58,18 +60,29 @@ class RunPlan:
         return pre, post
 
 
+_LEAF = frozenset({int, float, str, bool, type(None), torch.Tensor})
+
+
 def refs_of(value: Any, out: list[int]) -> list[int]:
     """Ids of every Ref inside a (nested) argument."""
-    if isinstance(value, Ref):
+    kind = type(value)
+    if kind is Ref:
         out.append(value.id)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
+        return out
+    if kind is tuple or kind is list:
+        items = value
+    elif kind is dict:
+        items = value.values()
+    elif kind is slice:
+        items = (value.start, value.stop, value.step)
+    else:
+        return out
+    for item in items:
+        t = type(item)
+        if t is Ref:
+            out.append(item.id)
+        elif t not in _LEAF:
             refs_of(item, out)
-    elif isinstance(value, dict):
-        for item in value.values():
-            refs_of(item, out)
-    elif isinstance(value, slice):
-        refs_of((value.start, value.stop, value.step), out)
     return out
 
 
@@ -87,7 +100,8 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
         cur = cursor.get(key, START)
         dep, dep_node = START, None
         if node.refs is None:
-            node.refs = tuple(refs_of(node.args, []) + refs_of(node.kwargs, []))
+            found = refs_of(node.args, [])
+            node.refs = tuple(refs_of(node.kwargs, found) if node.kwargs else found)
         for ref in node.refs:
             if run_of.get(ref) == node.run and anchors[ref] > dep:
                 dep, dep_node = anchors[ref], ref
