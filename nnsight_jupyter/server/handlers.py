@@ -132,6 +132,7 @@ class SocketHandler(_HostMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.owner = owner_of(self)
         self.greeted = False
+        self.set_nodelay(True)   # small frames (status, small results) go out at once, not after ~40 ms
 
     def on_close(self) -> None:
         self.host.unsubscribe(self._listen)

@@ -49,6 +49,7 @@ class _Busy:
     batch_id: str
     job_ids: list[str]
     timer: Any = None
+    started: float = 0.0
 
 
 @dataclass
@@ -66,6 +67,8 @@ class HostedModel:
     solo: set[str] = field(default_factory=set)
     restarts: list[float] = field(default_factory=list)
     batches: int = 0
+    last_batch: tuple[int, float] = (0, 0.0)     # size and seconds of the last finished batch
+    waiting: bool = False                        # a short batching window is open
 
 
 class Host:
@@ -205,13 +208,23 @@ class Host:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _kick(self, name: str) -> None:
+    def _kick(self, name: str, waited: bool = False) -> None:
         model = self.models[name]
-        if model.state != "ready" or model.busy is not None or not model.queue or self.stopping:
+        if waited:
+            model.waiting = False
+        if (model.state != "ready" or model.busy is not None or not model.queue or self.stopping
+                or model.waiting):
             self._broadcast_positions(model)
             return
         batch = next_batch(model.queue, model.served, max_jobs=self.max_batch_jobs,
                            max_invokes=self.max_batch_invokes)
+        size, seconds = model.last_batch
+        if not waited and batch[0].mergeable and len(batch) < size:
+            # The last forward pass was shared by more jobs than are queued now: their owners are
+            # probably about to send the next ones. Wait a tenth of a forward pass (25 ms at most).
+            model.waiting = True
+            self.loop.call_later(min(0.025, 0.1 * seconds), self._kick, name, True)
+            return
         batch_id = uuid.uuid4().hex[:12]
         jobs = []
         for pending in batch:
@@ -222,7 +235,7 @@ class Host:
                          "solo": pending.solo})
             self._notify_status(record)
         rotate(model.served, batch[0].owner)
-        model.busy = _Busy(batch_id, [p.job_id for p in batch])
+        model.busy = _Busy(batch_id, [p.job_id for p in batch], started=time.monotonic())
         model.busy.timer = self.loop.call_later(self.job_timeout, self._on_timeout, name, batch_id)
         model.batches += 1
         try:
@@ -254,6 +267,7 @@ class Host:
         if model.busy is None or model.busy.batch_id != message["batch_id"]:
             return
         model.busy.timer.cancel()
+        model.last_batch = (len(model.busy.job_ids), time.monotonic() - model.busy.started)
         batch_id, model.busy = model.busy.batch_id, None
         for job_id, report in message["jobs"].items():
             record = self.store.get(job_id)
