@@ -14,7 +14,6 @@ or buffer are refused, parameters are read detached, and hooks are gone when `ex
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

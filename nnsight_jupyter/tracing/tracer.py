@@ -24,7 +24,6 @@ from .builder import GraphBuilder
 from .proxy import Proxy
 
 if TYPE_CHECKING:
-    from .envoy import Envoy
     from .model import NNsight
 
 _real_print = builtins.print

@@ -10,7 +10,6 @@ from nnsight_jupyter.tracing.builder import GraphBuilder
 def _graph(model, body):
     """Trace `body(model)` without running it; return (graph, saved proxies)."""
     builder_holder = {}
-    from nnsight_jupyter.tracing import tracer as tracer_module
 
     original = GraphBuilder.run
 

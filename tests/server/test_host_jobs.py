@@ -3,7 +3,6 @@
 import threading
 import time
 
-import pytest
 import torch
 
 from nnsight_jupyter.graph.codec import decode_values

@@ -3,7 +3,6 @@
 import json
 import uuid
 
-import pytest
 
 
 def _execute(host, kernel_id, code, timeout=120):
