@@ -2,29 +2,25 @@
 
 import torch
 
-from nnsight_jupyter.execution.executor import execute
+from nnsight_jupyter.execution.executor import Result, execute
 from nnsight_jupyter.execution.merge import execute_batch, why_not_mergeable
-from nnsight_jupyter.tracing.builder import GraphBuilder
+from nnsight_jupyter.tracing.tracer import Tracer
+
+
+class _Capture:
+    """A runner that keeps the graph instead of running it (the interface a model host implements)."""
+
+    def run(self, graph):
+        self.graph = graph
+        return Result()
 
 
 def _graph(model, body):
-    """Trace `body(model)` without running it; return (graph, saved proxies)."""
-    builder_holder = {}
-
-    original = GraphBuilder.run
-
-    def capture(self, runner=None, echo_logs=True):
-        builder_holder["b"] = self
-        self.closed = True
-        return None
-
-    GraphBuilder.run = capture
-    try:
-        with model.trace() as tr:
-            saved = body(model, tr)
-    finally:
-        GraphBuilder.run = original
-    return builder_holder["b"].graph, saved
+    """Trace `body(model, tracer)` without running it; return (graph, saved proxies)."""
+    capture = _Capture()
+    with Tracer(model, "trace", (), {}, {}, capture) as tracer:
+        saved = body(model, tracer)
+    return capture.graph, saved
 
 
 def _solo(model, graph):

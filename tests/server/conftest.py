@@ -177,31 +177,27 @@ def make_host(tmp_path, tiny_model_dir):
         host.stop()
 
 
+class _Capture:
+    """A runner that keeps the graph instead of running it (the interface the client implements)."""
+
+    def run(self, graph):
+        from nnsight_jupyter.execution.executor import Result
+
+        self.graph = graph
+        return Result()
+
+
 @pytest.fixture
 def graph_of(tiny_local):
     """graph_of(body) -> encoded graph of `with model.trace() as tr: body(model, tr)` (not run)."""
     from nnsight_jupyter.graph.codec import encode
-    from nnsight_jupyter.tracing.builder import GraphBuilder
+    from nnsight_jupyter.tracing.tracer import Tracer
 
     def build(body, kind="trace", **options):
-        captured = {}
-        original = GraphBuilder.run
-
-        def capture(self, runner=None, echo_logs=True):
-            captured["graph"] = self.graph
-            self.closed = True
-
-        GraphBuilder.run = capture
-        try:
-            if kind == "generate":
-                with tiny_local.generate(**options) as tracer:
-                    body(tiny_local, tracer)
-            else:
-                with tiny_local.trace() as tracer:
-                    body(tiny_local, tracer)
-        finally:
-            GraphBuilder.run = original
-        return encode(captured["graph"])
+        capture = _Capture()
+        with Tracer(tiny_local, kind, (), {}, options, capture) as tracer:
+            body(tiny_local, tracer)
+        return encode(capture.graph)
 
     return build
 
