@@ -615,3 +615,24 @@ def test_structural_fuzz_only_raises_typed_errors():
             except (GraphError, WeightWriteError):
                 outcomes["refused"] += 1
     assert outcomes["refused"] > outcomes["ok"] > 0
+
+
+def test_decode_leaves_the_garbage_collector_as_it_was():
+    import gc
+
+    from nnsight_jupyter.errors import GraphError
+    from nnsight_jupyter.graph import Graph, Run, decode, encode
+
+    data = encode(Graph(runs=[Run(0)]))
+    assert gc.isenabled()
+    decode(data)
+    assert gc.isenabled()
+    with pytest.raises(GraphError):
+        decode(b"NJG1broken")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        decode(data)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
