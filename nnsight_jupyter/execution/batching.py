@@ -254,13 +254,7 @@ def _record_from_batch(module: torch.nn.Module, batch: Batch) -> ExecutionOrder:
     from .order import record_order_during
 
     try:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        with record_order_during(module) as events, torch.no_grad():
-            with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-                conv = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
-                module(*[conv(a) for a in batch.args], **{k: conv(v) for k, v in batch.kwargs.items()})
-        return events.order()
+        return record_order_fake(module, batch.kwargs, batch.args)
     except Exception:  # noqa: BLE001 - an op without fake support: record from a real forward
         with record_order_during(module) as events, torch.no_grad():
             module(*batch.args, **batch.kwargs)

@@ -97,12 +97,12 @@ def record_order_during(module: torch.nn.Module) -> Iterator[_Recording]:
             handle.remove()
 
 
-def record_order_fake(module: torch.nn.Module, kwargs: dict[str, Any]) -> ExecutionOrder:
+def record_order_fake(module: torch.nn.Module, kwargs: dict[str, Any], args: tuple = ()) -> ExecutionOrder:
     """Record the order from a forward under FakeTensorMode: shapes propagate, nothing computes."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with record_order_during(module) as events, torch.no_grad():
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            fake_kwargs = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-            module(**fake_kwargs)
+            fake = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
+            module(*[fake(a) for a in args], **{k: fake(v) for k, v in kwargs.items()})
     return events.order()

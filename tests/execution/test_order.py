@@ -23,3 +23,25 @@ def test_fake_recording_does_no_real_compute(raw_llama):
     record_order_fake(raw_llama, {"input_ids": torch.tensor([[1, 2]])})
     handle.remove()
     assert calls == ["FakeTensor"]
+
+
+def test_plain_module_without_fake_support_records_from_a_real_forward():
+    import nnsight_jupyter as nj
+
+    class DataDependent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            scale = float(x.abs().max().item())        # .item() has no fake value
+            return self.lin(x) * scale
+
+    net = DataDependent()
+    wrapped = nj.NNsight(net)
+    x = torch.randn(2, 3)
+    with wrapped.trace(x):
+        out = wrapped.lin.output.save()
+    with torch.no_grad():
+        torch.testing.assert_close(out.value, net.lin(x))
+    assert wrapped._target.order.calls == {"lin": 1, "": 1}
