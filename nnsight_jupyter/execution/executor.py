@@ -287,11 +287,15 @@ class _Executor:
                 return self.values[value.id]
             except KeyError:
                 raise ExecutionError(f"value %{value.id} is used before it was computed") from None
-        if kind is tuple or kind is list:
-            return kind(self._resolve(v) for v in value)
+        if kind is tuple:
+            return tuple([v if type(v) in _CONSTANT else self._resolve(v) for v in value])
+        if kind is list:
+            return [v if type(v) in _CONSTANT else self._resolve(v) for v in value]
         if kind is dict:
             return {k: self._resolve(v) for k, v in value.items()}
         if kind is slice:
+            if type(value.start) in _CONSTANT and type(value.stop) in _CONSTANT and type(value.step) in _CONSTANT:
+                return value
             return slice(self._resolve(value.start), self._resolve(value.stop), self._resolve(value.step))
         return value
 

@@ -15,7 +15,7 @@ from ..errors import TracingError
 from ..execution import execute
 from ..execution.executor import Result
 from ..graph.nodes import Graph, Invoke, Node, Run
-from ..graph.ops import get_op
+from ..graph.ops import OPS, get_op
 from . import context
 from .proxy import MISSING, READY, Proxy, to_arg
 
@@ -66,14 +66,16 @@ class GraphBuilder:
     def add(self, op: str, args: tuple = (), kwargs: dict | None = None, *, module: str | None = None,
             length: int | None = None) -> Proxy:
         """Append a node for `op` (checked against the allow-list) and return its proxy."""
-        get_op(op)
-        tracer = self.tracer()
+        if op not in OPS:
+            get_op(op)                                   # raises OpNotAllowedError, naming the op
+        tracer = self._tracers[-1] if self._tracers else self.tracer()
+        nodes = self.graph.nodes
         node = Node(
-            len(self.graph.nodes), op, to_arg(args, self), to_arg(kwargs, self) if kwargs else {},
+            len(nodes), op, to_arg(args, self), to_arg(kwargs, self) if kwargs else {},
             run=tracer.run_id, invoke=tracer.current_invoke(), module=module, call=tracer.call,
             step=tracer.step, repeat=tracer.repeat, backward=tracer.backward, line=context.user_line(),
         )
-        self.graph.nodes.append(node)
+        nodes.append(node)
         return Proxy(self, node.id, length)
 
     # ------------------------------------------------------------------ running

@@ -38,7 +38,7 @@ def current() -> Any | None:
     return None
 
 
-_skip_code: dict[Any, bool] = {}     # code object -> is it this package's or torch's
+_skip_file: dict[str, bool] = {}     # file path -> is it this package's or torch's (str hashes are cached)
 _short_name: dict[str, str] = {}     # file path -> its base name
 
 
@@ -46,16 +46,15 @@ def user_line() -> str:
     """'file.py:12' of the innermost frame that is neither this package's nor torch's."""
     frame = sys._getframe(1)
     while frame is not None:
-        code = frame.f_code
-        skip = _skip_code.get(code)
+        path = frame.f_code.co_filename
+        skip = _skip_file.get(path)
         if skip is None:
-            skip = _skip_code[code] = code.co_filename.startswith(_SKIP)
+            skip = _skip_file[path] = path.startswith(_SKIP)
         if not skip:
             break
         frame = frame.f_back
     if frame is None:
         return ""
-    path = frame.f_code.co_filename
     name = _short_name.get(path)
     if name is None:
         name = _short_name[path] = os.path.basename(path)
