@@ -313,7 +313,8 @@ class _Executor:
         return self.batch.spans[node.invoke]
 
     def _view(self, node: Node, value: Any) -> Any:
-        return view(value, self._span(node), self.batch.size, self.seq_len)
+        span = self.batch.spans[node.invoke]
+        return value if span.full else view(value, span, self.batch.size, self.seq_len)
 
     # -- module reads and writes
     def _read_output(self, node: Node, frame: _Frame) -> Any:
