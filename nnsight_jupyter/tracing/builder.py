@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .tracer import Tracer
 
 
+_new_node = Node.__new__
+
+
 class GraphBuilder:
     """The graph of one request being written, and its saved proxies."""
 
@@ -70,11 +73,20 @@ class GraphBuilder:
             get_op(op)                                   # raises OpNotAllowedError, naming the op
         tracer = self._tracers[-1] if self._tracers else self.tracer()
         nodes = self.graph.nodes
-        node = Node(
-            len(nodes), op, to_arg(args, self), to_arg(kwargs, self) if kwargs else {},
-            run=tracer.run_id, invoke=tracer.current_invoke(), module=module, call=tracer.call,
-            step=tracer.step, repeat=tracer.repeat, backward=tracer.backward, line=context.user_line(),
-        )
+        node = _new_node(Node)               # the slots filled directly: this runs for every traced op
+        node.id = len(nodes)
+        node.op = op
+        node.args = to_arg(args, self)
+        node.kwargs = to_arg(kwargs, self) if kwargs else {}
+        node.run = tracer.run_id
+        node.invoke = tracer.current_invoke()
+        node.module = module
+        node.call = tracer.call
+        node.step = tracer.step
+        node.repeat = tracer.repeat
+        node.backward = tracer.backward
+        node.line = context.user_line()
+        node.refs = None
         nodes.append(node)
         return Proxy(self, node.id, length)
 
