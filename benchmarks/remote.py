@@ -40,6 +40,8 @@ from typing import Any, Callable
 
 import torch
 
+from nnsight_jupyter.server.launch import host_command
+
 # user0 runs the round trips and the one-at-a-time baseline; user1..user8 are the concurrent clients.
 USERS = {f"token-user{i}": f"user{i}" for i in range(9)}
 ADMIN_TOKEN = "bench-admin-token"
@@ -78,15 +80,7 @@ class Server:
         self.log_file: Any = None
 
     def start(self, timeout: float = 240.0) -> dict:
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.root / "runtime"),
-                   JUPYTER_DATA_DIR=str(self.root / "data"), NNSIGHT_JUPYTER_PROGRESS="0")
-        args = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
-                f"--port={self.port}", "--port-retries=0", "--allow-root", f"--ServerApp.token={ADMIN_TOKEN}",
-                f"--ServerApp.root_dir={self.root}",
-                "--ServerApp.identity_provider_class=nnsight_jupyter.server.auth.NNsightIdentityProvider",
-                f"--NNsightIdentityProvider.tokens={json.dumps(USERS)}",
-                f"--NNsightHost.models={json.dumps(self.models)}",
-                f"--NNsightHost.db_path={self.root / 'jobs.sqlite'}"]
+        args, env = host_command(self.root, self.port, self.models, USERS, ADMIN_TOKEN)
         self.log_file = open(self.root / "server.log", "ab")
         self.process = subprocess.Popen(args, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
                                         start_new_session=True)

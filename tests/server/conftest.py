@@ -8,11 +8,9 @@ every model is ready. Tests talk to it over real websockets and HTTP.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from nnsight_jupyter import protocol
+from nnsight_jupyter.server.launch import host_command
 
 USERS = {f"token-{name}": name for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")}
 ADMIN_TOKEN = "admin-token"
@@ -44,16 +43,7 @@ class JupyterHost:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> "JupyterHost":
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.root / "runtime"),
-                   JUPYTER_DATA_DIR=str(self.root / "data"), NNSIGHT_JUPYTER_PROGRESS="0")
-        args = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
-                f"--port={self.port}", "--port-retries=0", "--allow-root", f"--ServerApp.token={ADMIN_TOKEN}",
-                f"--ServerApp.root_dir={self.root}",
-                "--ServerApp.identity_provider_class=nnsight_jupyter.server.auth.NNsightIdentityProvider",
-                f"--NNsightIdentityProvider.tokens={json.dumps(USERS)}",
-                f"--NNsightHost.models={json.dumps(self.models)}",
-                f"--NNsightHost.db_path={self.root / 'jobs.sqlite'}"]
-        args += [f"--NNsightHost.{k}={v}" for k, v in self.host_config.items()]
+        args, env = host_command(self.root, self.port, self.models, USERS, ADMIN_TOKEN, **self.host_config)
         self.log = open(self.root / "server.log", "ab")
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
