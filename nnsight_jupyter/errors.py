@@ -89,3 +89,13 @@ class QueueFullError(RemoteError):
 
 class JobCancelledError(RemoteError):
     """The job was cancelled (by its owner, or by an interrupt in the kernel)."""
+
+
+class ResourceLimitError(NNsightError):
+    """A job went over one of the host's limits (memory its ops allocate, log bytes, result bytes
+    kept on disk, graph size): the message names the limit, its setting and the figure."""
+
+
+class WorkerCrashError(NNsightError):
+    """The model worker died while this job ran (it was run alone and it died again), or this user's
+    jobs stopped the worker too often and the host refuses more for a while."""

@@ -23,6 +23,7 @@ from ..errors import ExecutionError, NNsightError, ShapeMismatchError, TracingEr
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import OPS
 from .batching import Batch, ModuleTarget, Span, view, write
+from .limits import new_budget
 from .planner import RunPlan, plan
 
 
@@ -83,6 +84,7 @@ class _Executor:
         self.values: dict[int, Any] = {}
         self.result = Result()
         self.weights: frozenset[int] | None = None
+        self.budget = new_budget()          # per-job memory and log limits (None: none set, no accounting)
         self._dispatch: dict[str, Callable[[Node, Any], Any]] = {
             "module.output": self._read_output, "module.input": self._read_input,
             "module.inputs": self._read_inputs, "module.set_output": self._set_output,
@@ -249,6 +251,7 @@ class _Executor:
             self.failed[group] = error
 
     def _run_node(self, node: Node, frame: Any) -> None:
+        budget, args = self.budget, None
         try:
             handler = self._dispatch.get(node.op)
             if handler is not None:
@@ -264,7 +267,11 @@ class _Executor:
                     raise ExecutionError(f"{node.op} needs a tensor, got {type(args[0]).__name__}")
                 if op.mutates:
                     self._check_not_weight(args[0], node)
+                if budget is not None:
+                    budget.before(node, args, kwargs, self.groups[node.id] if self.groups else 0)
                 value = op.fn(*args, **kwargs)
+            if budget is not None:
+                budget.after(node, value, args, self.groups[node.id] if self.groups else 0)
         except NNsightError as error:
             if error.where is None and node.line:
                 error.where = node.line
@@ -392,6 +399,8 @@ class _Executor:
 
     def _log(self, node: Node, frame: Any) -> None:
         text = " ".join(str(_snapshot(a)) for a in self._resolve(node.args))
+        if self.budget is not None:
+            self.budget.charge_log(node, node.line, text, self.groups[node.id] if self.groups else 0)
         self.result.logs.append((node.line, text))
         if self.groups is not None:
             self.group_logs.setdefault(self.groups[node.id], []).append((node.line, text))

@@ -35,6 +35,8 @@ class ModelSpec:
     device_map: Any = None
     threads: int | None = None
     max_result_bytes: int = 256 << 20
+    max_job_memory_bytes: int | None = None     # execution.limits: bytes a job's ops may allocate
+    max_log_bytes: int | None = None            # execution.limits: log bytes a job may print
     extra: dict = field(default_factory=dict)
 
 
@@ -139,8 +141,11 @@ def worker_main(conn: Any, spec: ModelSpec) -> None:
     """The worker process: load the model, then run batches until told to stop."""
     import torch
 
+    from ..execution import limits
+
     if spec.threads:
         torch.set_num_threads(spec.threads)
+    limits.configure(max_job_memory_bytes=spec.max_job_memory_bytes, max_log_bytes=spec.max_log_bytes)
     try:
         from ..execution.batching import LanguageTarget
 
@@ -174,14 +179,32 @@ def worker_main(conn: Any, spec: ModelSpec) -> None:
         if message["type"] == "stop":
             return
         if message["type"] == "batch":
-            conn.send(run_batch(message, target, spec, conn, cancelled))
+            try:
+                report = run_batch(message, target, spec, conn, cancelled)
+            except Exception as error:  # noqa: BLE001 - a bug fails this batch's jobs, never the worker
+                report = {"type": "done", "batch_id": message["batch_id"],
+                          "jobs": {job["job_id"]: _failure(_internal(error)) for job in message["jobs"]}}
+            conn.send(report)
+
+
+def _internal(error: BaseException) -> Exception:
+    """An NNsightError for an exception that is not one (a bug, or a library's own error)."""
+    from ..errors import NNsightError
+
+    if isinstance(error, NNsightError):
+        return error
+    return NNsightError(f"internal error: {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}")
+
+
+def _failure(error: BaseException) -> dict:
+    return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)}}
 
 
 def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled: set[str]) -> dict:
     """Decode each job's graph, run mergeable ones together and the rest alone, encode results."""
     from ..errors import JobCancelledError, NNsightError
     from ..execution import execute
-    from ..execution.merge import JobOutcome, execute_batch, why_not_mergeable
+    from ..execution.merge import JobOutcome, why_not_mergeable
     from ..graph.codec import decode, encode_values
 
     outcomes: dict[str, JobOutcome] = {}
@@ -189,15 +212,14 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
     for job in message["jobs"]:
         try:
             graphs[job["job_id"]] = decode(job["graph"])
-        except NNsightError as error:
-            outcomes[job["job_id"]] = JobOutcome(error=error)
+        except Exception as error:  # noqa: BLE001 - a graph that cannot be decoded fails its job only
+            outcomes[job["job_id"]] = JobOutcome(error=_internal(error))
     mergeable = [j for j in graphs if why_not_mergeable(graphs[j]) is None]
     alone = [j for j in graphs if j not in mergeable]
     if len(mergeable) == 1:
         alone.append(mergeable.pop())
     if mergeable:
-        for job_id, outcome in zip(mergeable, execute_batch([graphs[j] for j in mergeable], target)):
-            outcomes[job_id] = outcome
+        alone.extend(_run_merged(mergeable, graphs, target, outcomes))
     for job_id in alone:
         graph = graphs[job_id]
         steps = graph.runs[-1].options.get("max_new_tokens", 0) if graph.runs else 0
@@ -210,19 +232,19 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
         try:
             result = execute(graph, target, echo_logs=False, on_step=on_step)
             outcomes[job_id] = JobOutcome(result=result, rows=(0, result.rows))
-        except NNsightError as error:
-            outcomes[job_id] = JobOutcome(error=error)
         except Exception as error:  # noqa: BLE001 - a bug must fail the job, not the worker
-            outcomes[job_id] = JobOutcome(error=NNsightError(
-                f"internal error: {type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"))
+            outcomes[job_id] = JobOutcome(error=_internal(error))
     report: dict[str, dict] = {}
     for job_id, outcome in outcomes.items():
         if outcome.error is not None:
-            report[job_id] = {"ok": False, "error": {"type": type(outcome.error).__name__,
-                                                     "message": str(outcome.error)}}
+            report[job_id] = _failure(outcome.error)
             continue
         result = outcome.result
-        payload = encode_values({str(k): v for k, v in result.saved.items()})
+        try:
+            payload = encode_values({str(k): v for k, v in result.saved.items()})
+        except Exception as error:  # noqa: BLE001 - a value the codec cannot send fails its job only
+            report[job_id] = _failure(error if isinstance(error, NNsightError) else _internal(error))
+            continue
         if len(payload) > spec.max_result_bytes:
             report[job_id] = {"ok": False, "error": {
                 "type": "ResultTooLarge",
@@ -233,3 +255,25 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
                           "logs": [list(entry) for entry in result.logs],
                           "missing": {str(k): v for k, v in result.missing.items()}}
     return {"type": "done", "batch_id": message["batch_id"], "jobs": report}
+
+
+def _run_merged(job_ids: list[str], graphs: dict, target: Any, outcomes: dict) -> list[str]:
+    """Run mergeable jobs in one forward pass; return the ids to run alone instead.
+
+    A failure that names no one job (the forward pass raised, or every job got the very same error
+    object) cannot be blamed on any of them: those jobs run again, each alone, so only the job that
+    causes it fails."""
+    from ..execution.merge import execute_batch
+
+    try:
+        results = execute_batch([graphs[j] for j in job_ids], target)
+    except Exception:  # noqa: BLE001 - not attributable to one job: run each alone
+        return list(job_ids)
+    shared = [o.error for o in results if o.error is not None]
+    again = []
+    for job_id, outcome in zip(job_ids, results):
+        if outcome.error is not None and sum(e is outcome.error for e in shared) > 1:
+            again.append(job_id)
+        else:
+            outcomes[job_id] = outcome
+    return again
