@@ -33,8 +33,13 @@ TERMINAL = ("done", "error", "cancelled")
 
 
 def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    """A binary frame: magic, header length, JSON header, payload."""
+    """A binary frame: magic, header length, JSON header, payload; ProtocolError if the header is
+    over `MAX_HEADER_BYTES` (the peer would refuse it), so an oversized frame is never sent."""
     raw = json.dumps(header, separators=(",", ":")).encode()
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(
+            f"the {header.get('type', 'message')} header takes {len(raw)} bytes, over the protocol's limit of "
+            f"{MAX_HEADER_BYTES} (its log lines and missing-value notes travel in it): print less")
     return _HEADER.pack(FRAME_MAGIC, len(raw)) + raw + payload
 
 

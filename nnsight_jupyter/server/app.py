@@ -7,6 +7,18 @@
     c.NNsightHost.max_result_bytes = 256 MiB
     c.NNsightHost.max_queued_per_user = 64
 
+Limits on what one job or one user may take (docs/security.md, sections 5 and 6); every refusal
+names the limit, its setting and the figure:
+
+    c.NNsightHost.max_job_memory_bytes = 2 GiB      # bytes a job's ops may allocate in the worker
+    c.NNsightHost.max_log_bytes = 256 KiB           # print() output of one job
+    c.NNsightHost.max_stored_bytes_per_user = 1 GiB # results kept on disk for one user
+    c.NNsightHost.max_frame_bytes = 256 MiB         # one websocket message
+    c.NNsightHost.max_graph_nodes = 100000          # nodes of one graph
+    c.NNsightHost.max_graph_tensor_bytes = 64 MiB   # tensors sent with one graph
+    c.NNsightHost.max_user_crashes = 3              # worker stops a user's jobs may cause ...
+    c.NNsightHost.crash_window = 600                # ... in this many seconds, before theirs are refused
+
 Installing the package enables it in every Jupyter server (jupyter_server_config.d). With no models
 configured it hosts none and says so in its status; `make run` and `nnsight-jupyter serve` host
 `smollm2-135m`. Models load in the background after the server starts.
@@ -48,6 +60,17 @@ class NNsightHost(ExtensionApp):
     max_result_bytes = Int(256 << 20, config=True, help="Largest result a job may return, in bytes.")
     max_frame_bytes = Int(256 << 20, config=True, help="Largest websocket message accepted, in bytes.")
     max_queued_per_user = Int(64, config=True, help="Queued jobs a user may have at once.")
+    max_job_memory_bytes = Int(2 << 30, config=True, help=(
+        "Bytes the ops of one job may allocate in the worker (0: no limit); checked before an op whose "
+        "size is predictable runs, and on every value it makes."))
+    max_log_bytes = Int(256 << 10, config=True, help="Bytes of print() output one job may produce (0: no limit).")
+    max_stored_bytes_per_user = Int(1 << 30, config=True, help="Bytes of results kept on disk for one user.")
+    max_graph_nodes = Int(100_000, config=True, help="Nodes one graph may have.")
+    max_graph_tensor_bytes = Int(64 << 20, config=True, help="Bytes of tensors one graph may carry.")
+    max_user_crashes = Int(3, config=True, help=(
+        "Times a user's jobs may stop the model worker (a crash, or a time-limit kill) within crash_window "
+        "seconds; past it, that user's jobs are refused until the window has passed."))
+    crash_window = Float(600.0, config=True, help="Seconds over which max_user_crashes counts.")
     max_batch_jobs = Int(16, config=True, help="Jobs merged into one forward pass at most.")
     max_batch_invokes = Int(64, config=True, help="Invokes (batch entries) in one forward pass at most.")
     db_path = Unicode("", config=True, help="SQLite job store (default: <jupyter data dir>/nnsight_jupyter/jobs.sqlite).")
@@ -85,7 +108,9 @@ class NNsightHost(ExtensionApp):
                 raise ValueError(f"NNsightHost.models[{name!r}] needs a 'source'")
             specs[name] = ModelSpec(name=name, source=entry["source"], dtype=entry.get("dtype", "float32"),
                                     device_map=entry.get("device_map"), threads=entry.get("threads"),
-                                    max_result_bytes=self.max_result_bytes)
+                                    max_result_bytes=self.max_result_bytes,
+                                    max_job_memory_bytes=self.max_job_memory_bytes or None,
+                                    max_log_bytes=self.max_log_bytes or None)
         return specs
 
     def initialize_settings(self) -> None:
@@ -96,7 +121,11 @@ class NNsightHost(ExtensionApp):
 
         self.host = Host(store, self.specs(), job_timeout=self.job_timeout,
                          max_queued_per_user=self.max_queued_per_user, max_batch_jobs=self.max_batch_jobs,
-                         max_batch_invokes=self.max_batch_invokes, worker_factory=LocalWorker, log=self.log)
+                         max_batch_invokes=self.max_batch_invokes, max_graph_nodes=self.max_graph_nodes,
+                         max_graph_tensor_bytes=self.max_graph_tensor_bytes,
+                         max_stored_bytes_per_user=self.max_stored_bytes_per_user,
+                         max_user_crashes=self.max_user_crashes, crash_window=self.crash_window,
+                         worker_factory=LocalWorker, log=self.log)
         self.settings.update({"nnsight_host": self.host, "nnsight_backend": self.backend,
                               "nnsight_max_frame_bytes": self.max_frame_bytes})
         if not self.models:

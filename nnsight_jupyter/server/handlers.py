@@ -21,6 +21,7 @@ from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web, websocket
+from tornado.websocket import WebSocketProtocol13
 
 from .. import __version__, protocol
 from ..errors import NNsightError, ProtocolError
@@ -28,6 +29,29 @@ from .auth import owner_of
 from .host import Host, HostError
 
 AUTH_RESOURCE = "nnsight"
+MAX_REQUEST_ID = 200      # characters of a client's request_id
+
+
+class _FrameLimitProtocol(WebSocketProtocol13):
+    """Tornado's websocket protocol, saying which limit an oversized frame broke before it closes.
+
+    Tornado checks a frame's length from its header, before reading it, and can only close the
+    connection then (the frame's bytes are never read, so the stream cannot go on): the client
+    gets an `error` frame `frame_too_large` naming the limit, then close code 1009 with the same
+    figure in its reason."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if code == 1009 and not self.server_terminated and not self.stream.closed():
+            limit = self.params.max_message_size
+            message = (f"a websocket message was over this host's limit of {limit} bytes "
+                       "(c.NNsightHost.max_frame_bytes): send smaller graphs (tensors computed inside the trace)")
+            try:
+                self.write_message(json.dumps({"type": protocol.ERROR, "code": "frame_too_large",
+                                               "error": {"type": "ProtocolError", "message": message}}))
+            except Exception:  # noqa: BLE001 - the peer is gone: nothing to tell
+                pass
+            reason = f"frame_too_large: over {limit} bytes"
+        super().close(code, reason)
 
 
 class _HostMixin:
@@ -113,8 +137,14 @@ class SocketHandler(_HostMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
     auth_resource = AUTH_RESOURCE
 
     @property
-    def max_message_size(self) -> int:  # oversized frames: tornado closes the socket with 1009
+    def max_message_size(self) -> int:  # oversized frames: an error frame, then close 1009 (_FrameLimitProtocol)
         return int(self.settings.get("nnsight_max_frame_bytes", 256 << 20))
+
+    def get_websocket_protocol(self) -> Any:
+        protocol_ = super().get_websocket_protocol()
+        if isinstance(protocol_, WebSocketProtocol13):
+            protocol_.__class__ = _FrameLimitProtocol
+        return protocol_
 
     async def pre_get(self) -> None:
         user = self.current_user
@@ -157,7 +187,16 @@ class SocketHandler(_HostMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
                     **{k: v for k, v in ids.items() if v is not None}})
 
     # -- receiving
-    def on_message(self, message: str | bytes) -> None:
+    async def on_message(self, message: str | bytes) -> None:
+        """One message at a time per socket (tornado awaits this before reading the next one)."""
+        try:
+            await self._on_message(message)
+        except Exception as error:  # noqa: BLE001 - a message that breaks something never closes the socket
+            self.log.exception("nnsight: a message of %s failed", getattr(self, "owner", "?"))
+            self._error("internal", f"the host could not handle this message: {type(error).__name__}: {error}",
+                        "NNsightError")
+
+    async def _on_message(self, message: str | bytes) -> None:
         try:
             if isinstance(message, bytes):
                 header, payload = protocol.unpack(message)
@@ -180,25 +219,36 @@ class SocketHandler(_HostMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
             self.greeted = True
             self._send({"type": protocol.WELCOME, "protocol": protocol.PROTOCOL_VERSION, "server": __version__,
                         "python": platform.python_version(), "user": self.owner,
-                        "models": {n: m.state for n, m in self.host.models.items()}})
+                        "models": {n: m.state for n, m in self.host.models.items()},
+                        "max_frame_bytes": self.max_message_size})
             return
         request_id = header.get("request_id")
+        if request_id is not None and not (isinstance(request_id, str) and len(request_id) <= MAX_REQUEST_ID):
+            shown = f"a {type(request_id).__name__}" if not isinstance(request_id, str) else f"{len(request_id)} characters"
+            self._error("protocol", f'"request_id" must be a string of at most {MAX_REQUEST_ID} characters, '
+                        f"got {shown}")
+            return
+        job_id = header.get("job_id")
+        if job_id is not None and not isinstance(job_id, str):
+            job_id = None
         try:
             if kind == protocol.SUBMIT:
                 if not isinstance(header.get("model"), str) or not payload:
                     raise HostError("protocol", 'submit needs a "model" name and a graph payload')
-                record = self.host.submit(self.owner, header["model"], payload, request_id)
+                record = await self.host.submit(self.owner, header["model"], payload, request_id)
                 self.host.subscribe(record.id, self._listen)
                 self._send({"type": protocol.ACCEPTED, "request_id": request_id, "job_id": record.id,
                             "position": self.host.store.position(record.id)})
                 if record.status != "queued":     # it may have been dispatched at once
                     self._send(self.host._status_message(record))
-            elif kind == protocol.ATTACH:
-                self.host.attach(self.owner, str(header.get("job_id")), self._listen)
-            elif kind == protocol.CANCEL:
-                self.host.cancel(self.owner, str(header.get("job_id")))
+            elif kind in (protocol.ATTACH, protocol.CANCEL):
+                if job_id is None or len(job_id) > 64:
+                    raise HostError("protocol", f'{kind} needs a "job_id" string (a job id the host gave)')
+                if kind == protocol.ATTACH:
+                    self.host.attach(self.owner, job_id, self._listen)
+                else:
+                    self.host.cancel(self.owner, job_id)
             else:
-                raise HostError("protocol", f"unknown message type {kind!r}")
+                raise HostError("protocol", f"unknown message type {kind!r:.80}")
         except HostError as error:
-            self._error(error.code, str(error), error.error_type, request_id=request_id,
-                        job_id=header.get("job_id"))
+            self._error(error.code, str(error), error.error_type, request_id=request_id, job_id=job_id)

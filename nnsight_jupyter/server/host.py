@@ -9,7 +9,18 @@ one queue; `scheduler.next_batch` picks what runs next. Faults lose nothing:
   "WorkerRestarted"; queued jobs keep their place; the worker is started again;
 * a batch that runs past `job_timeout` is stopped (its worker is restarted): a job that ran alone
   fails with "TimeLimitExceeded", jobs of a merged batch are re-queued to run alone;
-* when the server restarts, `JobStore.recover` re-queues what was running.
+* when the server restarts, `JobStore.recover` re-queues what was running;
+* a worker stopped by a job (it crashed while the job ran alone, or the job ran past its time) is a
+  strike against that job's owner, never against the model: an owner with `max_user_crashes`
+  strikes in `crash_window` seconds has new jobs refused ("too_many_crashes") for that long. Only
+  exits no job caused (loading, idle) count towards marking the model failed;
+* anything one job's data makes go wrong here (a result the store cannot write, a result frame
+  that cannot be read back, a listener that raises) fails or reports that job alone, and dispatch
+  goes on.
+
+Graphs are decoded and validated off the event loop, in a small thread pool (`submit` is a
+coroutine), so one huge graph never freezes the other endpoints; a user's graphs being decoded
+count towards their queue limit.
 
 Listeners (the websocket handlers) subscribe to job ids and receive `(header, payload)` messages
 as in docs/protocol.md.
@@ -19,13 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import struct
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import protocol
-from ..errors import NNsightError
+from ..errors import NNsightError, ProtocolError
+from ..execution.limits import format_bytes
 from ..graph.codec import decode
 from ..execution.merge import job_kind
 from .jobs import TERMINAL, JobNotFound, JobRecord, JobStore
@@ -48,6 +62,7 @@ class HostError(NNsightError):
 class _Busy:
     batch_id: str
     job_ids: list[str]
+    owners: dict[str, str] = field(default_factory=dict)     # job id -> owner
     timer: Any = None
     started: float = 0.0
 
@@ -69,6 +84,7 @@ class HostedModel:
     batches: int = 0
     last_batch: tuple[int, float] = (0, 0.0)     # size and seconds of the last finished batch
     waiting: bool = False                        # a short batching window is open
+    killing: str | None = None                   # why the host is stopping this worker (not a crash)
 
 
 class Host:
@@ -76,8 +92,19 @@ class Host:
 
     def __init__(self, store: JobStore, specs: dict[str, ModelSpec], *, job_timeout: float = 600.0,
                  max_queued_per_user: int = 64, max_batch_jobs: int = 16, max_batch_invokes: int = 64,
+                 max_graph_nodes: int = 100_000, max_graph_tensor_bytes: int = 64 << 20,
+                 max_stored_bytes_per_user: int = 1 << 30, max_user_crashes: int = 3,
+                 crash_window: float = 600.0, decode_threads: int = 2,
                  worker_factory: Callable[..., Any] = LocalWorker, log: Any = None):
         self.store = store
+        self.max_graph_nodes = max_graph_nodes
+        self.max_graph_tensor_bytes = max_graph_tensor_bytes
+        self.max_stored_bytes_per_user = max_stored_bytes_per_user
+        self.max_user_crashes = max_user_crashes
+        self.crash_window = crash_window
+        self.crashes: dict[str, list[float]] = {}       # owner -> times their jobs stopped the worker
+        self.decoding: dict[str, int] = {}              # owner -> graphs being decoded now
+        self.decoder = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="nnsight-decode")
         self.models = {name: HostedModel(spec) for name, spec in specs.items()}
         self.job_timeout = job_timeout
         self.max_queued_per_user = max_queued_per_user
@@ -94,6 +121,8 @@ class Host:
     def start(self) -> None:
         """Recover the job store, rebuild the queues, start every model's worker (in the background)."""
         self.loop = asyncio.get_event_loop()
+        if self.store.damaged and self.log:
+            self.log.error("nnsight: %s", self.store.damaged)
         recovered = self.store.recover()
         if self.log and any(recovered.values()):
             self.log.info("nnsight: recovered jobs after restart: %s", recovered)
@@ -122,6 +151,7 @@ class Host:
         for model in self.models.values():
             if model.worker is not None:
                 model.worker.kill()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def _start_worker(self, name: str) -> None:
@@ -140,27 +170,68 @@ class Host:
 
     # ------------------------------------------------------------------ requests
 
-    def submit(self, owner: str, model_name: str, data: bytes, request_id: str | None = None) -> JobRecord:
-        """Validate and durably queue a job; HostError with the protocol code if refused."""
+    async def submit(self, owner: str, model_name: str, data: bytes, request_id: str | None = None) -> JobRecord:
+        """Validate (off the event loop) and durably queue a job; HostError with the protocol code if
+        refused. The job is committed to the store before this returns (and before it is acknowledged)."""
+        self._admit(owner, model_name)
+        self.decoding[owner] = self.decoding.get(owner, 0) + 1
+        try:
+            loop = asyncio.get_running_loop()
+            kind, invokes = await loop.run_in_executor(self.decoder, self._inspect, data)
+        finally:
+            self.decoding[owner] -= 1
+            if not self.decoding[owner]:
+                del self.decoding[owner]
+        if self.stopping:
+            raise HostError("model_not_ready", "the host is shutting down")
+        model = self.models[model_name]
+        if model.state == "failed":
+            raise HostError("model_not_ready", f"model {model_name!r} failed: {model.error}")
+        record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
+                                   graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
+        model.queue.append(Pending(record.id, owner, record.seq, kind == "trace", invokes))
+        self._kick(model_name)
+        return self.store.get(record.id)
+
+    def _admit(self, owner: str, model_name: str) -> None:
+        """The checks that need no decoding: the model, the user's queue and crash record."""
         model = self.models.get(model_name)
         if model is None:
             raise HostError("unknown_model", f"no hosted model {model_name!r}; hosted: {sorted(self.models)}")
         if model.state == "failed":
-            raise HostError("model_not_ready", f"model {model_name!r} failed to load: {model.error}")
-        if self.store.count_queued(owner) >= self.max_queued_per_user:
-            raise HostError("queue_full", f"queue full: you already have {self.max_queued_per_user} jobs "
-                            "queued on this host; wait for some to finish or cancel some", "QueueFullError")
+            raise HostError("model_not_ready", f"model {model_name!r} failed: {model.error}")
+        waiting = self.store.count_queued(owner) + self.decoding.get(owner, 0)
+        if waiting >= self.max_queued_per_user:
+            raise HostError("queue_full", f"queue full: you already have {waiting} jobs queued or being "
+                            f"checked on this host (the limit is {self.max_queued_per_user}, "
+                            "c.NNsightHost.max_queued_per_user); wait for some to finish or cancel some",
+                            "QueueFullError")
+        blocked = self._crash_block(owner)
+        if blocked:
+            raise HostError("too_many_crashes", blocked, "WorkerCrashError")
+
+    def _inspect(self, data: bytes) -> tuple[str, int]:
+        """(kind, invokes) of a graph, after the size limits, decoding and validation (in a thread)."""
+        if len(data) >= 8:
+            _, header = struct.unpack_from("<4sI", data)
+            body = len(data) - 8 - header
+            if body > self.max_graph_tensor_bytes:
+                raise HostError("graph_too_large", f"the graph carries {body} bytes of tensors "
+                                f"({format_bytes(body)}), over this host's limit of {self.max_graph_tensor_bytes} "
+                                "(c.NNsightHost.max_graph_tensor_bytes): send smaller tensors, or compute them "
+                                "inside the trace", "ResourceLimitError")
         try:
             graph = decode(data)
         except NNsightError as error:
             raise HostError("invalid_graph", str(error), type(error).__name__) from None
-        kind = job_kind(graph)
-        record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
-                                   graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
-        invokes = sum(len(run.invokes) for run in graph.runs)
-        model.queue.append(Pending(record.id, owner, record.seq, kind == "trace", invokes))
-        self._kick(model_name)
-        return self.store.get(record.id)
+        except Exception as error:  # noqa: BLE001 - a decoder bug refuses this graph, nothing else
+            raise HostError("invalid_graph", f"the graph could not be decoded: {type(error).__name__}: "
+                            f"{error}", "GraphError") from None
+        if len(graph.nodes) > self.max_graph_nodes:
+            raise HostError("graph_too_large", f"the graph has {len(graph.nodes)} nodes, over this host's "
+                            f"limit of {self.max_graph_nodes} (c.NNsightHost.max_graph_nodes): split the work "
+                            "into several traces", "ResourceLimitError")
+        return job_kind(graph), sum(len(run.invokes) for run in graph.runs)
 
     def cancel(self, owner: str, job_id: str) -> JobRecord:
         record = self._own(owner, job_id)
@@ -216,6 +287,10 @@ class Host:
                 or model.waiting):
             self._broadcast_positions(model)
             return
+        if self.crashes:
+            self._refuse_blocked(model)
+            if not model.queue:
+                return
         batch = next_batch(model.queue, model.served, max_jobs=self.max_batch_jobs,
                            max_invokes=self.max_batch_invokes)
         size, seconds = model.last_batch
@@ -235,7 +310,8 @@ class Host:
                          "solo": pending.solo})
             self._notify_status(record)
         rotate(model.served, batch[0].owner)
-        model.busy = _Busy(batch_id, [p.job_id for p in batch], started=time.monotonic())
+        model.busy = _Busy(batch_id, [p.job_id for p in batch], {p.job_id: p.owner for p in batch},
+                           started=time.monotonic())
         model.busy.timer = self.loop.call_later(self.job_timeout, self._on_timeout, name, batch_id)
         model.batches += 1
         try:
@@ -253,9 +329,7 @@ class Host:
         elif kind == "failed":
             model.state, model.error = "failed", message["error"]
             for pending in list(model.queue):
-                record = self.store.transition(pending.job_id, "error", error_type="ModelLoadError",
-                                               error_message=f"model {name!r} failed to load: {message['error']}")
-                self._notify_status(record)
+                self._fail_queued(pending.job_id, "ModelLoadError", f"model {name!r} failed to load: {message['error']}")
             model.queue.clear()
         elif kind == "progress":
             self._notify(message["job_id"], {"type": protocol.PROGRESS, "job_id": message["job_id"],
@@ -269,37 +343,86 @@ class Host:
         model.busy.timer.cancel()
         model.last_batch = (len(model.busy.job_ids), time.monotonic() - model.busy.started)
         batch_id, model.busy = model.busy.batch_id, None
-        for job_id, report in message["jobs"].items():
-            record = self.store.get(job_id)
-            if record.status != "running":       # cancelled meanwhile: the result is dropped
-                continue
-            if report["ok"]:
-                header = {"type": protocol.RESULT, "batch_id": batch_id, "rows": report["rows"], "logs": report["logs"],
-                          "missing": report["missing"]}
-                record = self.store.store_result(job_id, protocol.pack(header, report["payload"]),
-                                                 batch_id=batch_id, rows=report["rows"])
-                self._deliver(record, list(self.listeners.get(job_id, ())))
-            else:
-                error = report["error"]
-                record = self.store.transition(job_id, "error", error_type=error["type"],
-                                               error_message=error["message"])
-                self._notify_status(record)
-        self._kick(model.spec.name)
+        try:
+            for job_id, report in message["jobs"].items():
+                try:
+                    self._finish(job_id, batch_id, report)
+                except Exception as error:  # noqa: BLE001 - one job's bad result never stops the others
+                    self._fail_running(job_id, "ResultError", f"the host could not finish this job: "
+                                       f"{type(error).__name__}: {error}")
+        finally:
+            self._kick(model.spec.name)
+
+    def _finish(self, job_id: str, batch_id: str, report: dict) -> None:
+        """Store and deliver one job's result, or record its error."""
+        record = self.store.get(job_id)
+        if record.status != "running":       # cancelled meanwhile: the result is dropped
+            return
+        if not report["ok"]:
+            error = report["error"]
+            record = self.store.transition(job_id, "error", error_type=error["type"],
+                                           error_message=error["message"])
+            self._notify_status(record)
+            return
+        header = {"type": protocol.RESULT, "batch_id": batch_id, "rows": report["rows"], "logs": report["logs"],
+                  "missing": report["missing"]}
+        try:
+            frame = protocol.pack(header, report["payload"])
+        except ProtocolError as error:
+            self._fail_running(job_id, "ResourceLimitError", str(error))
+            return
+        stored = self.store.stored_bytes(record.owner)
+        if stored + len(frame) > self.max_stored_bytes_per_user:
+            self._fail_running(job_id, "ResourceLimitError", (
+                f"the result takes {len(frame)} bytes and your results kept on this host already take "
+                f"{stored}: together over the limit of {self.max_stored_bytes_per_user} bytes per user "
+                f"({format_bytes(self.max_stored_bytes_per_user)}, c.NNsightHost.max_stored_bytes_per_user). "
+                f"Fetch your results (they are deleted {self.store.result_ttl:g} s after the first fetch) "
+                "or save less"))
+            return
+        try:
+            record = self.store.store_result(job_id, frame, batch_id=batch_id, rows=report["rows"])
+        except OSError as error:
+            self._fail_running(job_id, "ResultWriteError", f"the host could not write this job's result "
+                               f"({len(frame)} bytes) to disk: {error}. Try again later; tell the host's owner "
+                               "if it persists")
+            if self.log:
+                self.log.error("nnsight: writing the result of job %s failed: %s", job_id, error)
+            return
+        self._deliver(record, list(self.listeners.get(job_id, ())))
+
+    def _fail_running(self, job_id: str, error_type: str, message: str) -> None:
+        """Fail a job that is still running (no-op if it already ended) and tell its listeners."""
+        record = self.store.get(job_id)
+        if record.status != "running":
+            return
+        record = self.store.transition(job_id, "error", error_type=error_type, error_message=message)
+        self._notify_status(record)
 
     def _on_exit(self, name: str, exitcode: int | None) -> None:
         model = self.models[name]
         if self.stopping:
             return
         busy, model.busy = model.busy, None
+        killed, model.killing = model.killing, None
+        now = time.monotonic()
         if busy is not None:
             busy.timer.cancel()
-            self._requeue_or_fail(model, busy.job_ids, "WorkerRestarted",
-                                  f"the model worker stopped (exit code {exitcode}) while this job ran")
-        now = time.monotonic()
-        model.restarts = [t for t in model.restarts if now - t < 60] + [now]
-        if len(model.restarts) > 5:
-            model.state, model.error = "failed", f"the worker stopped {len(model.restarts)} times in a minute"
-            return
+            why = f"the model worker stopped (exit code {exitcode}) while this job ran"
+            if len(busy.job_ids) > 1:
+                model.solo.update(busy.job_ids)       # run each alone: the next crash names its job
+            else:
+                self._strike(busy.owners[busy.job_ids[0]], now)
+            self._requeue_or_fail(model, busy.job_ids, "WorkerRestarted", why)
+        elif killed is None:
+            # No job ran and the host did not stop it: the model's own fault (loading, or the machine).
+            model.restarts = [t for t in model.restarts if now - t < 60] + [now]
+            if len(model.restarts) > 5:
+                model.state, model.error = "failed", f"the worker stopped {len(model.restarts)} times in a minute"
+                for pending in list(model.queue):
+                    self._fail_queued(pending.job_id, "ModelLoadError", f"model {name!r} failed: {model.error}")
+                model.queue.clear()
+                return
         model.state = "restarting"
         self._start_worker(name)
 
@@ -309,17 +432,51 @@ class Host:
             return
         busy, model.busy = model.busy, None
         if len(busy.job_ids) == 1:
-            record = self.store.get(busy.job_ids[0])
-            if record.status == "running":
-                record = self.store.transition(record.id, "error", error_type="TimeLimitExceeded",
-                                               error_message=f"the job ran longer than this host's limit of "
-                                                             f"{self.job_timeout:g} s and was stopped")
-                self._notify_status(record)
+            self._strike(busy.owners[busy.job_ids[0]], time.monotonic())
+            self._fail_running(busy.job_ids[0], "TimeLimitExceeded", f"the job ran longer than this host's "
+                               f"limit of {self.job_timeout:g} s and was stopped")
         else:
             model.solo.update(busy.job_ids)
             self._requeue_or_fail(model, busy.job_ids, "TimeLimitExceeded",
                                   f"the batch ran longer than {self.job_timeout:g} s")
+        model.killing = "time limit"
         model.worker.kill()      # its exit restarts it
+
+    # ------------------------------------------------------------------ users who stop the worker
+
+    def _strike(self, owner: str, now: float) -> None:
+        """Record that a job of `owner` stopped the worker (a crash or a time-limit kill)."""
+        recent = [t for t in self.crashes.get(owner, ()) if now - t < self.crash_window]
+        self.crashes[owner] = recent + [now]
+        if self.log:
+            self.log.warning("nnsight: a job of %r stopped the model worker (%d time(s) in %g s)",
+                             owner, len(self.crashes[owner]), self.crash_window)
+
+    def _crash_block(self, owner: str) -> str | None:
+        """Why `owner`'s jobs are refused now, or None."""
+        now = time.monotonic()
+        recent = [t for t in self.crashes.get(owner, ()) if now - t < self.crash_window]
+        if recent:
+            self.crashes[owner] = recent
+        else:
+            self.crashes.pop(owner, None)
+        if len(recent) < self.max_user_crashes:
+            return None
+        wait = self.crash_window - (now - recent[0])
+        return (f"your jobs stopped the model worker {len(recent)} times in the last {self.crash_window:g} s "
+                f"(the limit is {self.max_user_crashes}, c.NNsightHost.max_user_crashes): new jobs of yours "
+                f"are refused for {wait:.0f} s more. Look at what your last jobs allocate or how long they run")
+
+    def _refuse_blocked(self, model: HostedModel) -> None:
+        for pending in list(model.queue):
+            blocked = self._crash_block(pending.owner)
+            if blocked:
+                model.queue.remove(pending)
+                self._fail_queued(pending.job_id, "WorkerCrashError", blocked)
+
+    def _fail_queued(self, job_id: str, error_type: str, message: str) -> None:
+        record = self.store.transition(job_id, "error", error_type=error_type, error_message=message)
+        self._notify_status(record)
 
     def _requeue_or_fail(self, model: HostedModel, job_ids: list[str], error_type: str, why: str) -> None:
         for job_id in job_ids:
@@ -343,7 +500,14 @@ class Host:
 
     def _notify(self, job_id: str, header: dict, payload: bytes | None = None) -> None:
         for listener in list(self.listeners.get(job_id, ())):
+            self._call(listener, header, payload)
+
+    def _call(self, listener: Listener, header: dict, payload: bytes | None) -> None:
+        try:
             listener(header, payload)
+        except Exception as error:  # noqa: BLE001 - one broken listener never stops the host
+            if self.log:
+                self.log.warning("nnsight: a listener of job %s failed: %s", header.get("job_id"), error)
 
     def _status_message(self, record: JobRecord) -> dict:
         message: dict = {"type": protocol.STATUS, "job_id": record.id, "status": record.status}
@@ -366,16 +530,24 @@ class Host:
         if not listeners:
             return
         try:
-            frame = self.store.result(record.id)
+            extra, payload = protocol.unpack(self.store.result(record.id))
         except JobNotFound as error:
             for listener in listeners:
-                listener({"type": protocol.ERROR, "code": "not_found", "job_id": record.id,
-                          "error": {"type": "JobNotFound", "message": str(error)}}, None)
+                self._call(listener, {"type": protocol.ERROR, "code": "not_found", "job_id": record.id,
+                                      "error": {"type": "JobNotFound", "message": str(error)}}, None)
             return
-        extra, payload = protocol.unpack(frame)
+        except (OSError, NNsightError) as error:      # a damaged or unreadable result file
+            if self.log:
+                self.log.error("nnsight: the result file of job %s cannot be read: %s", record.id, error)
+            for listener in listeners:
+                self._call(listener, {"type": protocol.ERROR, "code": "result_damaged", "job_id": record.id,
+                                      "error": {"type": "ResultDamagedError", "message": (
+                                          f"the stored result of job {record.id} cannot be read ({error}); "
+                                          "run the job again")}}, None)
+            return
         header = {"type": protocol.RESULT, "job_id": record.id, "status": "done", **extra}
         for listener in listeners:
-            listener(header, payload)
+            self._call(listener, header, payload)
         self.listeners.pop(record.id, None)
 
     def _broadcast_positions(self, model: HostedModel) -> None:
@@ -390,6 +562,8 @@ class Host:
 
     def status(self) -> dict:
         note = None if self.models else "no models configured: set c.NNsightHost.models to host some"
+        if self.store.damaged:
+            note = self.store.damaged if note is None else f"{note}; {self.store.damaged}"
         return {
             "protocol": protocol.PROTOCOL_VERSION,
             "message": note,
@@ -398,8 +572,20 @@ class Host:
                               "worker_pid": getattr(m.worker, "pid", None)}
                        for name, m in self.models.items()},
             "limits": {"job_timeout": self.job_timeout, "max_queued_per_user": self.max_queued_per_user,
-                       "max_batch_jobs": self.max_batch_jobs, "max_batch_invokes": self.max_batch_invokes},
+                       "max_batch_jobs": self.max_batch_jobs, "max_batch_invokes": self.max_batch_invokes,
+                       "max_graph_nodes": self.max_graph_nodes,
+                       "max_graph_tensor_bytes": self.max_graph_tensor_bytes,
+                       "max_stored_bytes_per_user": self.max_stored_bytes_per_user,
+                       "max_user_crashes": self.max_user_crashes, "crash_window": self.crash_window,
+                       **self._spec_limits()},
         }
+
+    def _spec_limits(self) -> dict:
+        spec = next(iter(self.models.values())).spec if self.models else None
+        if spec is None:
+            return {}
+        return {"max_result_bytes": spec.max_result_bytes, "max_job_memory_bytes": spec.max_job_memory_bytes,
+                "max_log_bytes": spec.max_log_bytes}
 
     def describe(self, name: str) -> dict:
         model = self.models.get(name)

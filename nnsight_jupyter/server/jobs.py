@@ -214,35 +214,65 @@ class JobStore:
         self.result_dir.mkdir(parents=True, exist_ok=True)
         self.result_ttl = float(result_ttl)
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        # Where a damaged store was moved before this one was started afresh (None: it was sound).
+        self.damaged: str | None = None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as error:
+            self.damaged = self._move_aside(error)
+            self._open()
+
+    def _open(self) -> None:
+        """Connect, check the file is a sound SQLite database, create the schema if missing."""
         # Autocommit mode: every write below opens its own explicit transaction.
-        self._db: sqlite3.Connection | None = sqlite3.connect(
+        db = self._db = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
-        with self._lock:
-            db = self._db
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                db.close()
-                self._db = None
-                raise NNsightError(
-                    f"the job store {self.path} was written by a newer nnsight_jupyter "
-                    f"(schema {version}, this one knows {_SCHEMA_VERSION}); upgrade, or point "
-                    "the host at another job store"
-                )
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # One statement at a time: executescript() would commit on its own.
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        try:
+            with self._lock:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+                check = db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > _SCHEMA_VERSION:
+                    raise NNsightError(
+                        f"the job store {self.path} was written by a newer nnsight_jupyter "
+                        f"(schema {version}, this one knows {_SCHEMA_VERSION}); upgrade, or point "
+                        "the host at another job store"
+                    )
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    # One statement at a time: executescript() would commit on its own.
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            db.execute(stmt)
+                    db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            db.close()
+            self._db = None
+            raise
+
+    def _move_aside(self, error: Exception) -> str:
+        """Rename a damaged database (and its WAL, shared-memory file and results) out of the way;
+        return the message the host logs and shows in its status."""
+        aside = f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{aside}{suffix}")
+        if self.result_dir == Path(f"{self.path}.results") and self.result_dir.exists():
+            os.replace(self.result_dir, f"{aside}.results")
+            self.result_dir.mkdir(parents=True, exist_ok=True)
+        return (f"the job store {self.path} was damaged ({error}); it was moved to {aside} and the host "
+                "started with an empty job store: jobs and results from before are not available")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -533,6 +563,13 @@ class JobStore:
     def running(self, model: str | None = None) -> list[JobRecord]:
         """Running jobs (of `model`, or of every model), oldest first."""
         return self._by_status(RUNNING, model)
+
+    def stored_bytes(self, owner: str) -> int:
+        """Bytes of `owner`'s results kept on disk now (purged results no longer count)."""
+        return self._read(
+            "SELECT COALESCE(SUM(result_bytes), 0) FROM jobs WHERE owner = ? AND result_bytes IS NOT NULL",
+            (owner,),
+        )[0][0]
 
     def count_queued(self, owner: str) -> int:
         """How many jobs `owner` has waiting in the queue (running ones not counted)."""
