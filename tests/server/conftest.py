@@ -198,3 +198,46 @@ def tiny_local(tiny_model_dir):
     from nnsight_jupyter import LanguageModel
 
     return LanguageModel(str(tiny_model_dir))
+
+
+# ----------------------------------------------------------------------------- hostile graphs (limits, failures)
+
+
+@pytest.fixture
+def with_nodes():
+    """with_nodes(graph_bytes, [(op, args), ...]) -> the graph with those nodes appended, as a hostile
+    co-tenant would write them by hand (args may hold `Prev(k)`: the k-th appended node)."""
+    from nnsight_jupyter.graph.codec import decode, encode
+    from nnsight_jupyter.graph.nodes import Node, Ref
+
+    class Prev:
+        """In `with_nodes`, a reference to the k-th appended node (`Prev(0)` is the first)."""
+
+        def __init__(self, index: int):
+            self.index = index
+
+    def build(graph_bytes: bytes, ops: list[tuple[str, tuple]], save_last: bool = True) -> bytes:
+        """`graph_bytes` with `ops` appended after its last node, anchored where that node is (same
+        module, call and invoke), each at line evil.py:<n>; args may hold `Prev(k)` and `Ref`s to
+        the traced nodes; the last one is saved."""
+        graph = decode(graph_bytes)
+        anchor = graph.nodes[-1]
+        first = len(graph.nodes)
+
+        def arg(value: Any) -> Any:
+            if isinstance(value, Prev):
+                return Ref(first + value.index)
+            if isinstance(value, tuple):
+                return tuple(arg(v) for v in value)
+            return value
+
+        for index, (op, args) in enumerate(ops):
+            graph.nodes.append(Node(first + index, op, arg(args), {}, invoke=anchor.invoke, module=anchor.module,
+                                    call=anchor.call, line=f"evil.py:{index + 1}"))
+        if save_last:
+            graph.nodes.append(Node(len(graph.nodes), "save", (Ref(len(graph.nodes) - 1),), invoke=anchor.invoke,
+                                    module=anchor.module, call=anchor.call, line="evil.py:99"))
+        return encode(graph)
+
+    build.Prev = Prev
+    return build
