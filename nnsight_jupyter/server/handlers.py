@@ -33,24 +33,16 @@ MAX_REQUEST_ID = 200      # characters of a client's request_id
 
 
 class _FrameLimitProtocol(WebSocketProtocol13):
-    """Tornado's websocket protocol, saying which limit an oversized frame broke before it closes.
+    """Tornado's websocket protocol, naming the limit an oversized frame broke when it closes.
 
     Tornado checks a frame's length from its header, before reading it, and can only close the
-    connection then (the frame's bytes are never read, so the stream cannot go on): the client
-    gets an `error` frame `frame_too_large` naming the limit, then close code 1009 with the same
-    figure in its reason."""
+    connection then (the frame's bytes are never read, so the stream cannot go on): the close
+    (code 1009) carries `frame_too_large` and the limit in its reason. The limit is also in the
+    `welcome` message (`max_frame_bytes`), so a client can refuse such a frame before sending it."""
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        if code == 1009 and not self.server_terminated and not self.stream.closed():
-            limit = self.params.max_message_size
-            message = (f"a websocket message was over this host's limit of {limit} bytes "
-                       "(c.NNsightHost.max_frame_bytes): send smaller graphs (tensors computed inside the trace)")
-            try:
-                self.write_message(json.dumps({"type": protocol.ERROR, "code": "frame_too_large",
-                                               "error": {"type": "ProtocolError", "message": message}}))
-            except Exception:  # noqa: BLE001 - the peer is gone: nothing to tell
-                pass
-            reason = f"frame_too_large: over {limit} bytes"
+        if code == 1009:
+            reason = f"frame_too_large: over {self.params.max_message_size} bytes"
         super().close(code, reason)
 
 
