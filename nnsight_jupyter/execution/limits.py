@@ -47,6 +47,13 @@ _CONVERSIONS = {"Tensor.float": 4, "Tensor.double": 8, "Tensor.half": 2, "Tensor
                 "Tensor.long": 8, "Tensor.bool": 1, "Tensor.to": 8}
 
 
+# Every op `_estimate` knows (by full name, or by the name after the last dot): others skip it.
+_ESTIMATED_BASES = _ELEMENTWISE | {"lshift", "tolist", "arange", "linspace", "eye", "tensor", "new_tensor", "repeat",
+                                   "contiguous", "clone", "outer", "kron", "matmul", "mm", "bmm", "one_hot",
+                                   "zeros_like", "ones_like", "full_like"}
+_ESTIMATED = frozenset(_CONSTRUCTORS | set(_CONVERSIONS))
+
+
 def configure(*, max_job_memory_bytes: int | None = None, max_log_bytes: int | None = None) -> None:
     """Set this process's per-job limits (a host worker calls it once; None: no limit)."""
     _settings["max_job_memory_bytes"] = max_job_memory_bytes or None
@@ -83,7 +90,8 @@ class Budget:
     def before(self, node: Any, args: tuple, kwargs: dict, group: int) -> None:
         """Refuse the op if what it will allocate is predictable and over the budget."""
         self._estimate = None
-        if self.max_memory is None:
+        op = node.op
+        if self.max_memory is None or (op not in _ESTIMATED and op.rsplit(".", 1)[-1] not in _ESTIMATED_BASES):
             return
         try:
             estimate = _estimate(node.op, args, kwargs)
