@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 
 import pytest
-import torch
 
-from nnsight_jupyter.errors import NNsightError
 from nnsight_jupyter.server.host import Host, HostError
 from nnsight_jupyter.server.jobs import JobStore
 from nnsight_jupyter.server.worker import ModelSpec, run_batch

@@ -7,7 +7,6 @@ import asyncio
 import re
 import threading
 import time
-import urllib.request
 
 import pytest
 import torch
@@ -16,7 +15,6 @@ from websockets.exceptions import ConnectionClosed
 from nnsight_jupyter import NNsight
 from nnsight_jupyter.errors import ResourceLimitError
 from nnsight_jupyter.execution import execute, limits
-from nnsight_jupyter.graph.codec import encode
 from nnsight_jupyter.graph.nodes import Graph, Invoke, Node, Ref, Run
 
 from tests.server.conftest import JupyterHost
