@@ -24,10 +24,8 @@ from tornado import web, websocket
 
 from .. import __version__, protocol
 from ..errors import NNsightError, ProtocolError
-from .auth import owner_of
+from .auth import AUTH_RESOURCE, owner_of
 from .host import Host, HostError
-
-AUTH_RESOURCE = "nnsight"
 
 
 class _HostMixin:
