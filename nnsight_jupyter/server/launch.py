@@ -30,8 +30,12 @@ def host_paths(root: Path) -> dict[str, Path]:
 
 def host_command(root: Path, port: int, models: dict, user_tokens: dict[str, str], admin_token: str,
                  **host_config: Any) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) of `python -m jupyter_server` with the extension; state lives under `root`."""
+    """(argv, environment) of `python -m jupyter_server` with the extension; state lives under `root`.
+
+    `host_config` are `NNsightHost` settings; `db_path` among them replaces the default one.
+    """
     paths = host_paths(root)
+    db_path = host_config.pop("db_path", paths["db_path"])
     paths["root_dir"].mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(paths["runtime"]), JUPYTER_DATA_DIR=str(paths["data"]),
                NNSIGHT_JUPYTER_PROGRESS="0")
@@ -39,6 +43,6 @@ def host_command(root: Path, port: int, models: dict, user_tokens: dict[str, str
             "--port-retries=0", "--allow-root", f"--IdentityProvider.token={admin_token}",
             f"--ServerApp.root_dir={paths['root_dir']}", f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}",
             f"--NNsightIdentityProvider.tokens={json.dumps(user_tokens)}",
-            f"--NNsightHost.models={json.dumps(models)}", f"--NNsightHost.db_path={paths['db_path']}"]
+            f"--NNsightHost.models={json.dumps(models)}", f"--NNsightHost.db_path={db_path}"]
     args += [f"--NNsightHost.{key}={value}" for key, value in host_config.items()]
     return args, env
