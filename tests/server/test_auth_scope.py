@@ -291,3 +291,13 @@ def test_unsafe_team_configurations_do_not_start(tmp_path, argv, words):
     table = _server_table(tmp_path, f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}",
                           '--NNsightIdentityProvider.tokens={"t-a": "alice"}', *argv)
     assert table.get("error") == "UnsafeConfigError" and words in table["message"], table
+
+
+def test_serve_is_a_team_host_and_lab_is_not():
+    from nnsight_jupyter.cli import server_argv
+
+    flag = f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}"
+    assert flag in server_argv([], [], team=True)
+    assert flag not in server_argv([], [])
+    own = "--ServerApp.identity_provider_class=my.Provider"
+    assert [a for a in server_argv([], [own], team=True) if "identity_provider_class" in a] == [own]
