@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -301,3 +302,60 @@ def test_serve_is_a_team_host_and_lab_is_not():
     assert flag not in server_argv([], [])
     own = "--ServerApp.identity_provider_class=my.Provider"
     assert [a for a in server_argv([], [own], team=True) if "identity_provider_class" in a] == [own]
+
+
+def _cookie_secret(host) -> bytes:
+    """The server's cookie secret, derived as ServerApp does (no password set on the test server)."""
+    import hashlib
+    import hmac
+
+    key = (host_paths(host.root)["runtime"] / "jupyter_cookie_secret").read_bytes()
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    h.update(b"")          # ServerApp.password
+    h.update(b"")          # PasswordIdentityProvider.hashed_password
+    return h.digest()
+
+
+def test_only_the_owner_logs_in_with_a_cookie(scoped_host):
+    from tornado.web import create_signed_value
+
+    name = f"username-127-0-0-1-{scoped_host.port}"
+
+    def cookie_of(username: str) -> str:
+        user = {"username": username, "name": username, "display_name": username, "initials": None,
+                "color": None, "avatar_url": None}
+        return f"{name}={create_signed_value(_cookie_secret(scoped_host), name, json.dumps(user)).decode()}"
+
+    def with_cookie(path: str, cookie: str) -> int:
+        request = urllib.request.Request(scoped_host.url + path, headers={"Cookie": cookie})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert with_cookie("api/kernels", cookie_of(OWNER)) == 200      # a well-made cookie works for the owner
+    for path in ("api/kernels", "nnsight/api/status"):
+        assert with_cookie(path, cookie_of("alice")) == 403           # and for nobody else, anywhere
+
+
+def test_login_form_refuses_a_team_token(scoped_host):
+    import http.cookiejar
+
+    def login(password: str):
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect)
+        opener.open(scoped_host.url + "login", timeout=30).read()
+        xsrf = next(c.value for c in jar if c.name == "_xsrf")
+        body = urllib.parse.urlencode({"password": password, "_xsrf": xsrf}).encode()
+        try:
+            with opener.open(urllib.request.Request(scoped_host.url + "login", data=body), timeout=30) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        return status, {c.name for c in jar}
+
+    status, cookies = login(TEAM)
+    assert status == 401 and not any(c.startswith("username-") for c in cookies)
+    status, cookies = login(ADMIN_TOKEN)
+    assert status == 302 and any(c.startswith("username-") for c in cookies)
