@@ -10,6 +10,7 @@ check the configurations the identity provider refuses.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -251,8 +252,6 @@ def _server_table(tmp_path, *argv: str) -> dict:
     root = tmp_path / "files"
     root.mkdir(exist_ok=True)
     env_paths = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_DATA_DIR": str(tmp_path / "data")}
-    import os
-
     args = [sys.executable, "-c", _SERVER_TABLE, "--no-browser", "--port=0", f"--ServerApp.root_dir={root}",
             f"--NNsightHost.db_path={tmp_path / 'state' / 'jobs.sqlite'}", *argv]
     done = subprocess.run(args, env=dict(os.environ, **env_paths), capture_output=True, text=True, timeout=120)
