@@ -8,6 +8,11 @@
 
 Both servers host `smollm2-135m` (the bundled model) unless --model says otherwise; other arguments
 go to Jupyter as they are (e.g. --port=9999, --NNsightHost.job_timeout=60).
+
+`serve` is a team host: it uses `NNsightIdentityProvider` (unless another identity provider is
+given), so per-user tokens, set in Jupyter's config (`c.NNsightIdentityProvider.tokens = {"<token>":
+"alice", ...}` in jupyter_server_config.py, or a file passed with --config=FILE), reach only the
+model host; the server's own token (--IdentityProvider.token) reaches everything.
 """
 
 from __future__ import annotations
@@ -72,8 +77,12 @@ def demo(model_name: str = "smollm2-135m", every: int = 1) -> list[tuple[int, fl
     return rows
 
 
-def server_argv(models: list[str], extra: list[str]) -> list[str]:
-    """Jupyter arguments for a server hosting `models` ("NAME=SOURCE"), bound to 127.0.0.1 by default."""
+def server_argv(models: list[str], extra: list[str], team: bool = False) -> list[str]:
+    """Jupyter arguments for a server hosting `models` ("NAME=SOURCE"), bound to 127.0.0.1 by default.
+
+    `team`: per-user tokens scoped to the host (`server.auth.NNsightIdentityProvider`), unless `extra`
+    names another identity provider.
+    """
     hosted = {}
     for entry in models or [DEFAULT_MODEL]:
         name, sep, source = entry.partition("=")
@@ -81,6 +90,10 @@ def server_argv(models: list[str], extra: list[str]) -> list[str]:
             raise SystemExit(f"--model takes NAME=SOURCE (e.g. {DEFAULT_MODEL}), got {entry!r}")
         hosted[name] = {"source": source, "dtype": "float32", "device_map": None}
     argv = [f"--NNsightHost.models={json.dumps(hosted)}"]
+    if team and not any(a.startswith("--ServerApp.identity_provider_class") for a in extra):
+        from .server.launch import IDENTITY_PROVIDER
+
+        argv.append(f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}")
     if not any(a.startswith("--ip") for a in extra):
         argv.append("--ip=127.0.0.1")
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command in ("lab", "serve"):
         # Replace this process with Jupyter's own command line, which parses the JSON of the models.
         app = ["-m", "jupyterlab"] if args.command == "lab" else ["-m", "jupyter_server", "--no-browser"]
-        os.execv(sys.executable, [sys.executable, *app, *server_argv(args.model, extra)])
+        os.execv(sys.executable, [sys.executable, *app, *server_argv(args.model, extra, team=args.command == "serve")])
     return 0
 
 

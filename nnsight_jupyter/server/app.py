@@ -22,11 +22,17 @@ names the limit, its setting and the figure:
 Installing the package enables it in every Jupyter server (jupyter_server_config.d). With no models
 configured it hosts none and says so in its status; `make run` and `nnsight-jupyter serve` host
 `smollm2-135m`. Models load in the background after the server starts.
+
+The job store (`db_path`, default `<jupyter data dir>/nnsight_jupyter/jobs.sqlite`, results beside it)
+must lie outside the server's root_dir; if it doesn't, the server runs but hosts nothing, and its
+status says why (`RefusedHost`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
@@ -37,11 +43,38 @@ import json
 from traitlets import Dict, Float, Int, TraitError, Unicode, Union, validate
 
 from .handlers import JobsHandler, ModelsHandler, ResultHandler, SocketHandler, StatusHandler
-from .host import Host
+from .auth import UnsafeConfigError
+from .host import Host, HostError
 from .jobs import JobStore
 from .worker import ModelSpec
 
 DEFAULT_MODELS = {"smollm2-135m": {"source": "bundled:smollm2-135m", "dtype": "float32", "device_map": None}}
+
+
+class RefusedHost(Host):
+    """The host of a server whose host configuration was refused: it hosts nothing and its status says why.
+
+    The Jupyter server itself keeps running; the job store is an empty one in a private temporary
+    directory (no job is ever accepted into it), removed when the server stops.
+    """
+
+    def __init__(self, reason: str, **limits):
+        self.reason = reason
+        self._scratch = tempfile.mkdtemp(prefix="nnsight-jupyter-refused-")
+        super().__init__(JobStore(Path(self._scratch) / "jobs.sqlite"), {}, **limits)
+
+    def status(self) -> dict:
+        return {**super().status(), "message": f"hosting no models: {self.reason}", "error": self.reason}
+
+    async def submit(self, owner: str, model_name: str, data: bytes, request_id: str | None = None):
+        raise HostError("unknown_model", f"no hosted model {model_name!r}: this host hosts nothing, {self.reason}")
+
+    def describe(self, name: str) -> dict:
+        raise HostError("unknown_model", f"no hosted model {name!r}: this host hosts nothing, {self.reason}")
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 class NNsightHost(ExtensionApp):
@@ -113,19 +146,38 @@ class NNsightHost(ExtensionApp):
                                     max_log_bytes=self.max_log_bytes or None)
         return specs
 
-    def initialize_settings(self) -> None:
+    def job_store_path(self) -> Path:
+        """The job store's database file: `db_path`, or the default; never inside the server's root_dir.
+
+        The store (every user's graphs, prompts and results) must not be reachable through the contents,
+        files or view endpoints, so `UnsafeConfigError` names both paths when it would be.
+        """
         path = Path(self.db_path or os.path.join(jupyter_data_dir(), "nnsight_jupyter", "jobs.sqlite"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store = JobStore(path, result_ttl=self.result_ttl)
+        path = Path(os.path.realpath(path.expanduser()))
+        root = Path(os.path.realpath(Path(self.serverapp.root_dir).expanduser()))
+        folder = path.parent                # the store's results live beside the database, in this folder
+        if folder == root or root in folder.parents:
+            raise UnsafeConfigError(
+                f"the job store {path} would be inside the server's root_dir {root}, where the contents API "
+                "serves it (every user's graphs, prompts and results): set c.NNsightHost.db_path to a file "
+                f"outside {root}, or start the server with a narrower c.ServerApp.root_dir")
+        return path
+
+    def initialize_settings(self) -> None:
         from .worker import LocalWorker
 
-        self.host = Host(store, self.specs(), job_timeout=self.job_timeout,
-                         max_queued_per_user=self.max_queued_per_user, max_batch_jobs=self.max_batch_jobs,
-                         max_batch_invokes=self.max_batch_invokes, max_graph_nodes=self.max_graph_nodes,
-                         max_graph_tensor_bytes=self.max_graph_tensor_bytes,
-                         max_stored_bytes_per_user=self.max_stored_bytes_per_user,
-                         max_user_crashes=self.max_user_crashes, crash_window=self.crash_window,
-                         worker_factory=LocalWorker, log=self.log)
+        limits = dict(job_timeout=self.job_timeout, max_queued_per_user=self.max_queued_per_user,
+                      max_batch_jobs=self.max_batch_jobs, max_batch_invokes=self.max_batch_invokes,
+                      max_graph_nodes=self.max_graph_nodes, max_graph_tensor_bytes=self.max_graph_tensor_bytes,
+                      max_stored_bytes_per_user=self.max_stored_bytes_per_user,
+                      max_user_crashes=self.max_user_crashes, crash_window=self.crash_window, log=self.log)
+        try:
+            store = JobStore(self.job_store_path(), result_ttl=self.result_ttl)
+        except UnsafeConfigError as error:
+            self.log.error("nnsight: hosting no models: %s", error)
+            self.host = RefusedHost(str(error), **limits)
+        else:
+            self.host = Host(store, self.specs(), worker_factory=LocalWorker, **limits)
         self.settings.update({"nnsight_host": self.host, "nnsight_backend": self.backend,
                               "nnsight_max_frame_bytes": self.max_frame_bytes})
         if not self.models:

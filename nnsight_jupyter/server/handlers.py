@@ -25,10 +25,9 @@ from tornado.websocket import WebSocketProtocol13
 
 from .. import __version__, protocol
 from ..errors import NNsightError, ProtocolError
-from .auth import owner_of
+from .auth import AUTH_RESOURCE, owner_of
 from .host import Host, HostError
 
-AUTH_RESOURCE = "nnsight"
 MAX_REQUEST_ID = 200      # characters of a client's request_id
 
 

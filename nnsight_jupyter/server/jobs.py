@@ -18,6 +18,10 @@ forward pass a job ran in and which rows of it were its own, so co-tenancy is ob
 
 Results are files in a result directory (one per job, named by the job id), written to a temp
 file, fsync'ed, then renamed into place (`os.replace`), so a reader never sees half a result.
+Only the server's own OS user can read the store: the directories it creates and the result
+directory are 0o700, the database (and SQLite's -wal / -shm files, which take its mode) and every
+result file 0o600, set when they are created, whatever the umask. (`NNsightHost` also keeps the
+store outside the server's root_dir, so the contents API never serves it.)
 `JobStore.purge` deletes results some time after they were fetched (`result_ttl`) and results
 never fetched after `24 * result_ttl`; the job row and its status are kept.
 
@@ -207,11 +211,10 @@ class JobStore:
         result_ttl: float = 3600.0,
     ):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.path.parent)
         self.result_dir = (
             Path(result_dir) if result_dir is not None else Path(f"{self.path}.results")
         )
-        self.result_dir.mkdir(parents=True, exist_ok=True)
         self.result_ttl = float(result_ttl)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
@@ -223,8 +226,21 @@ class JobStore:
             self.damaged = self._move_aside(error)
             self._open()
 
+    def _make_private(self) -> None:
+        """Create the result folder (0o700) and the database file (0o600) whatever the umask.
+
+        SQLite creates its -wal and -shm files with the database file's mode; ones left by an older
+        version are tightened here."""
+        _private_dir(self.result_dir, tighten=True)
+        os.close(_private_file(self.path, os.O_RDWR))
+        for suffix in ("-wal", "-shm", "-journal"):
+            side = Path(f"{self.path}{suffix}")
+            if side.exists():
+                os.chmod(side, 0o600)
+
     def _open(self) -> None:
         """Connect, check the file is a sound SQLite database, create the schema if missing."""
+        self._make_private()
         # Autocommit mode: every write below opens its own explicit transaction.
         db = self._db = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
@@ -270,7 +286,6 @@ class JobStore:
                 os.replace(source, f"{aside}{suffix}")
         if self.result_dir == Path(f"{self.path}.results") and self.result_dir.exists():
             os.replace(self.result_dir, f"{aside}.results")
-            self.result_dir.mkdir(parents=True, exist_ok=True)
         return (f"the job store {self.path} was damaged ({error}); it was moved to {aside} and the host "
                 "started with an empty job store: jobs and results from before are not available")
 
@@ -492,7 +507,7 @@ class JobStore:
         final = self._result_path(job_id)
         tmp = self.result_dir / f".{job_id}.{uuid.uuid4().hex}.tmp"
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(_private_file(tmp, os.O_WRONLY | os.O_EXCL), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -671,6 +686,37 @@ def _no_result_message(job: JobRecord) -> str:
     if job.status in TERMINAL:
         return f"job {job.id} has no result: it ended with status {job.status}"
     return f"job {job.id} has no result yet: it is {job.status}"
+
+
+def _private_dir(path: Path, *, tighten: bool = False) -> None:
+    """Create `path` (and missing parents) as 0o700, whatever the umask; `tighten` an existing one too.
+
+    Directories that already existed are left as they are unless `tighten` (the result directory is
+    the store's own; the folder the database sits in may be anybody's, e.g. a home directory).
+    """
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(folder, 0o700)
+    if tighten and not missing:
+        os.chmod(path, 0o700)
+
+
+def _private_file(path: Path, flags: int) -> int:
+    """Open (creating if missing) `path` readable and writable by its owner only (0o600), umask-independent."""
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from nnsight_jupyter.server.host import Host, HostError
 from nnsight_jupyter.server.jobs import JobStore
+from nnsight_jupyter.server.launch import host_paths
 from nnsight_jupyter.server.worker import ModelSpec, run_batch
 
 
@@ -213,7 +214,8 @@ def test_wire_a_damaged_result_file_gets_an_error_and_the_socket_stays_open(jupy
     client = jupyter_host.socket("token-grace")
     job_id, result = _job(client, graph_of(_layer))
     assert result["type"] == "result"
-    (jupyter_host.root / "jobs.sqlite.results" / f"{job_id}.result").write_bytes(b"NJM1\xff\xff\xff\x7f damaged")
+    db_path = host_paths(jupyter_host.root)["db_path"]
+    (db_path.parent / f"{db_path.name}.results" / f"{job_id}.result").write_bytes(b"NJM1\xff\xff\xff\x7f damaged")
     client.send({"type": "attach", "job_id": job_id})
     error = client.until(lambda m: m["type"] == "error")
     assert error["code"] == "result_damaged" and error["job_id"] == job_id and "run the job again" in error["error"]["message"]
@@ -235,7 +237,9 @@ def test_wire_a_bad_request_id_gets_an_error_frame_and_the_socket_stays_open(jup
 
 def test_wire_a_damaged_job_store_still_gives_a_host_that_says_why(make_host, graph_of):
     host = make_host(start=False)
-    (host.root / "jobs.sqlite").write_bytes(b"garbage, not SQLite" * 200)
+    db_path = host_paths(host.root)["db_path"]
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path.write_bytes(b"garbage, not SQLite" * 200)
     host.start()
     status = host.get("nnsight/api/status")
     assert "was damaged" in status["message"] and "moved to" in status["message"]

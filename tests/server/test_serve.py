@@ -20,10 +20,12 @@ def test_serve_hosts_the_given_model(tmp_path, tiny_model_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    root_dir = tmp_path / "files"            # the job store must lie outside the server's root_dir
+    root_dir.mkdir()
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), JUPYTER_DATA_DIR=str(tmp_path / "data"))
     process = subprocess.Popen(
         [sys.executable, "-m", "nnsight_jupyter.cli", "serve", "--model", f"tiny={tiny_model_dir}",
-         f"--port={port}", "--IdentityProvider.token=serve-token", f"--ServerApp.root_dir={tmp_path}",
+         f"--port={port}", "--IdentityProvider.token=serve-token", f"--ServerApp.root_dir={root_dir}",
          f"--NNsightHost.db_path={tmp_path / 'jobs.sqlite'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
