@@ -2,9 +2,11 @@
 
 The builder owns the `Graph` under construction and the proxies that were saved. Every node is
 stamped with where it belongs: the innermost tracer's run and invoke, the generation step or call
-index of an open `tracer.iter[...]`, the `backward` block, and the user's line. When the
-outermost context exits, `run()` executes the graph (locally, with `execution.execute`) and hands
-each saved proxy its value.
+index of an open `tracer.iter[...]`, the `backward` block, and the user's line. Ops are looked up
+in the allow-list as nodes are made, and a run's options as it opens (the error points at the
+user's line). When the outermost context exits, `run()` validates the whole graph once
+(`graph.validate`: keywords, weight writes, references), before it runs locally
+(`execution.execute`) or is sent to a model host, and hands each saved proxy its value.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ..execution import execute
 from ..execution.executor import Result
 from ..graph.nodes import Graph, Invoke, Node, Run
 from ..graph.ops import OPS, get_op
+from ..graph.validate import check_run_options, validate
 from . import context
 from .proxy import MISSING, READY, Proxy, to_arg
 
@@ -46,6 +49,7 @@ class GraphBuilder:
         return self._tracers[-1]
 
     def open_run(self, tracer: "Tracer", kind: str, options: dict) -> int:
+        check_run_options(kind, options)              # KeywordNotAllowedError at the user's line
         run = Run(len(self.graph.runs), kind, [], dict(options))
         self.graph.runs.append(run)
         self._tracers.append(tracer)
@@ -99,6 +103,7 @@ class GraphBuilder:
         self.closed = True
         if not self.graph.runs:
             return Result()
+        validate(self.graph)                           # once, for both paths; stamps the graph
         if runner is not None:
             self.result = runner.run(self.graph)
         else:
