@@ -32,7 +32,7 @@ from .keywords import SECTION_OF_KIND, check_keywords
 from .nodes import GRAPH_VERSION, Graph, Node, Ref
 from .ops import OPS, VIEW_OPS
 
-__all__ = ["validate", "is_validated", "check_run_options", "NodeChecker", "check_node", "check_module_path",
+__all__ = ["validate", "is_validated", "seal", "check_run_options", "check_invoke_inputs", "NodeChecker", "check_node", "check_module_path",
            "node_error", "MAX_NODES", "MAX_DEPTH", "VIEW_OPS"]
 
 MAX_NODES = 200_000
@@ -154,32 +154,55 @@ class NodeChecker:
                     raise node_error(node, f"keyword argument name {k!r:.80} must be a str")
                 if type(v) is Ref or type(v) in _CONTAINERS:
                     self._walk(node, (v,), 0, run_pos)
-            problem = check_keywords(_SECTIONS[op_name], kwargs, f"keyword argument of {op_name!r}")
-            if problem:
-                raise node_error(node, problem, KeywordNotAllowedError)
+            self._check_keywords(node)
         if node.backward is not None:
             target = nodes.get(node.backward) if type(node.backward) is int else None
             if target is None or target.op != "backward":
                 raise node_error(node, f"backward={node.backward!r:.40} must be the id of an earlier "
                                        "'backward' node")
         if flags:
-            if flags & _SPECIAL:
-                self._check_special(node)
-            views = self._param_views
-            if views and flags & (_WRITES | _VIEW):      # only once a parameter has been read
-                op = OPS[op_name]
-                if flags & _WRITES:
-                    for target in op.written(args, kwargs):
-                        if type(target) is Ref and target.id in views:
-                            self._refuse_weight_write(node, target)
-                if flags & _VIEW:
-                    source = self._viewed_param(op.aliased(args, kwargs))
-                    if source is not None:
-                        views[nid] = source
-            if flags & _PARAM:
-                views[nid] = nid
+            self._check_flagged(node, flags)
         nodes[nid] = node
         self._last_id = nid
+
+    def add_built(self, node: Node) -> None:
+        """Check a node the tracer has just made, whose structure holds by construction (ids in
+        order, Refs to earlier nodes of the same graph, runs, invokes, module paths of the model's
+        own tree): only its keyword arguments, the names it reads and what it writes. (`add` runs
+        these same checks, after the structural ones.)"""
+        op_name = node.op
+        flags = _FLAGS.get(op_name)
+        if flags is None:
+            flags = _op_flags(node)
+        if node.kwargs:
+            self._check_keywords(node)
+        if flags:
+            self._check_flagged(node, flags)
+        self.nodes[node.id] = node
+        self._last_id = node.id
+
+    def _check_keywords(self, node: Node) -> None:
+        problem = check_keywords(_SECTIONS[node.op], node.kwargs, f"keyword argument of {node.op!r}")
+        if problem:
+            raise node_error(node, problem, KeywordNotAllowedError)
+
+    def _check_flagged(self, node: Node, flags: int) -> None:
+        """The checks of ops with flags: names they read; writes into, and views of, parameters."""
+        if flags & _SPECIAL:
+            self._check_special(node)
+        views = self._param_views
+        if views and flags & (_WRITES | _VIEW):      # only once a parameter has been read
+            op = OPS[node.op]
+            if flags & _WRITES:
+                for target in op.written(node.args, node.kwargs):
+                    if type(target) is Ref and target.id in views:
+                        self._refuse_weight_write(node, target)
+            if flags & _VIEW:
+                source = self._viewed_param(op.aliased(node.args, node.kwargs))
+                if source is not None:
+                    views[node.id] = source
+        if flags & _PARAM:
+            views[node.id] = node.id
 
     def _check_id(self, node: Node) -> None:
         nid = node.id
@@ -367,8 +390,24 @@ def validate(graph: Graph) -> None:
 
 
 def is_validated(graph: Graph) -> bool:
-    """True if `graph` passed `validate` (or was decoded) and has not grown since."""
+    """True if `graph` passed `validate` (or was decoded, or `seal`ed by its builder) and has not
+    grown since."""
     return graph.checked == _stamp(graph)
+
+
+def seal(graph: Graph) -> None:
+    """Stamp a graph built by the tracer, whose nodes went through `NodeChecker.add_built`, its run
+    options through `check_run_options` and its invokes' inputs through `check_invoke_inputs`, so
+    that running it does not check it again (a host decoding it checks everything anew)."""
+    graph.checked = _stamp(graph)
+
+
+def check_invoke_inputs(kwargs: Mapping[str, Any], where: str) -> None:
+    """Refuse a keyword input of an invoke that is not on the keyword allow-list (it would reach the
+    model's forward, or model.generate); KeywordNotAllowedError naming it."""
+    problem = check_keywords("model", kwargs, f"keyword input of {where}, for the model's forward")
+    if problem:
+        raise KeywordNotAllowedError(problem)
 
 
 def _stamp(graph: Graph) -> tuple:
@@ -424,10 +463,7 @@ def begin(graph: Graph) -> NodeChecker:
                 raise GraphError(f"run {run.id} invoke {invoke.id}: kwargs must be a dict with str keys")
             if invoke.all_rows and (invoke.args or invoke.kwargs):
                 raise GraphError(f"run {run.id} invoke {invoke.id}: an all_rows invoke takes no input")
-            problem = check_keywords("model", invoke.kwargs, f"keyword input of invoke {invoke.id} of run "
-                                     f"{run.id}, for the model's forward")
-            if problem:
-                raise KeywordNotAllowedError(problem)
+            check_invoke_inputs(invoke.kwargs, f"invoke {invoke.id} of run {run.id}")
             invoke_ids.add(invoke.id)
         runs[run.id] = (position, invoke_ids)
     return NodeChecker(runs)
