@@ -154,14 +154,15 @@ class NodeChecker:
                     raise node_error(node, f"keyword argument name {k!r:.80} must be a str")
                 if type(v) is Ref or type(v) in _CONTAINERS:
                     self._walk(node, (v,), 0, run_pos)
-            self._check_keywords(node)
         if node.backward is not None:
             target = nodes.get(node.backward) if type(node.backward) is int else None
             if target is None or target.op != "backward":
                 raise node_error(node, f"backward={node.backward!r:.40} must be the id of an earlier "
                                        "'backward' node")
-        if flags:
+        if flags:                       # a write into a weight is refused as such, whatever its keywords
             self._check_flagged(node, flags)
+        if kwargs:
+            self._check_keywords(node)
         nodes[nid] = node
         self._last_id = nid
 
@@ -174,10 +175,10 @@ class NodeChecker:
         flags = _FLAGS.get(op_name)
         if flags is None:
             flags = _op_flags(node)
-        if node.kwargs:
-            self._check_keywords(node)
         if flags:
             self._check_flagged(node, flags)
+        if node.kwargs:
+            self._check_keywords(node)
         self.nodes[node.id] = node
         self._last_id = node.id
 
