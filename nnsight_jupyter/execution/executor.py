@@ -325,7 +325,14 @@ class _Executor:
         if that value is (a view of) a weight (a module that returns a parameter or buffer)."""
         if not isinstance(frame, _Frame) or self.batch.spans[node.invoke].full:
             return
-        for value in (frame.value, *(frame.args or ()), *(frame.kwargs or {}).values()):
+        inputs = (*(frame.args or ()), *(frame.kwargs or {}).values())
+        if node.op == "module.set_output":
+            written: tuple = (frame.value,)
+        elif node.op == "module.set_input":
+            written = inputs[:1]
+        else:
+            written = inputs
+        for value in written:
             if isinstance(value, (tuple, list)):
                 for item in value:
                     self._check_not_weight(item, node)
