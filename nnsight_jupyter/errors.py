@@ -31,6 +31,11 @@ class OpNotAllowedError(GraphError):
     """A graph uses an operation that is not on the allow-list."""
 
 
+class KeywordNotAllowedError(GraphError):
+    """A keyword argument (an option of trace / generate, an input of an invoke or a module call,
+    a keyword of a torch op) that is not on the keyword allow-list, or of a type it does not take."""
+
+
 class TracingError(NNsightError):
     """Something inside a trace cannot be turned into a graph (used outside a trace, unsupported)."""
 

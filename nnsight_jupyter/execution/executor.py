@@ -8,8 +8,10 @@ use an earlier trace's values directly. Gradients: after the forward, `backward`
 hooks on the values whose `.grad` the graph reads or writes and calls `torch.autograd.grad` with
 those values as inputs, so weights never receive a gradient.
 
-The model's weights are never changed: in-place ops on tensors that share storage with a weight
-or buffer are refused, parameters are read detached, and hooks are gone when `execute` returns.
+The model's weights are never changed: a graph is validated before it runs (`graph.validate`,
+unless it already was: decoded by the host, or validated by the tracer), every argument an op may
+write (`graph.ops.Op.written`) is refused at run time when it shares storage with a parameter or
+buffer, parameters are read detached, and hooks are gone when `execute` returns.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from ..errors import ExecutionError, NNsightError, ShapeMismatchError, TracingError, WeightWriteError
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import OPS
+from ..graph.validate import is_validated, validate
 from .batching import Batch, ModuleTarget, Span, view, write
 from .limits import new_budget
 from .planner import RunPlan, plan
@@ -63,7 +66,10 @@ def execute(graph: Graph, target: ModuleTarget, *, echo_logs: bool = True,
             on_step: Callable[[int], None] | None = None) -> Result:
     """Run every run of `graph` on `target`; raise NNsightError (nothing left hooked) on failure.
 
-    `on_step(step)` is called as each generation step starts (progress; it may raise to stop)."""
+    `on_step(step)` is called as each generation step starts (progress; it may raise to stop).
+    A graph that was not validated yet (built by hand) is validated first."""
+    if not is_validated(graph):
+        validate(graph)
     return _Executor(graph, target, echo_logs, on_step=on_step).run()
 
 
@@ -255,6 +261,8 @@ class _Executor:
         try:
             handler = self._dispatch.get(node.op)
             if handler is not None:
+                if node.op in _SETS:
+                    self._check_frame_not_weight(node, frame)
                 value = handler(node, frame)
             else:
                 op = OPS[node.op]
@@ -265,8 +273,9 @@ class _Executor:
                     args, kwargs = node.args, node.kwargs
                 if op.kind == "method" and not isinstance(args[0], torch.Tensor):
                     raise ExecutionError(f"{node.op} needs a tensor, got {type(args[0]).__name__}")
-                if op.mutates:
-                    self._check_not_weight(args[0], node)
+                if op.writes is not None:
+                    for written in op.written(args, kwargs):
+                        self._check_not_weight(written, node)
                 if budget is not None:
                     budget.before(node, args, kwargs, self.groups[node.id] if self.groups else 0)
                 value = op.fn(*args, **kwargs)
@@ -307,6 +316,8 @@ class _Executor:
         return value
 
     def _check_not_weight(self, tensor: Any, node: Node) -> None:
+        """Refuse a write into `tensor` if it shares storage with a parameter or buffer (any view:
+        `.data`, `.T`, `detach()`, `expand`, an index ...)."""
         if not isinstance(tensor, torch.Tensor):
             return
         if self.weights is None:
@@ -315,6 +326,25 @@ class _Executor:
             raise WeightWriteError(
                 f"{_describe(node)} would change the model's weights, which are read-only inside a "
                 "trace. Work on a copy: `w = model.lm_head.weight.clone()`.", where=node.line)
+
+    def _check_frame_not_weight(self, node: Node, frame: Any) -> None:
+        """A module.set_* for part of the batch copies into the module's value in place: refuse it
+        if that value is (a view of) a weight (a module that returns a parameter or buffer)."""
+        if not isinstance(frame, _Frame) or self.batch.spans[node.invoke].full:
+            return
+        inputs = (*(frame.args or ()), *(frame.kwargs or {}).values())
+        if node.op == "module.set_output":
+            written: tuple = (frame.value,)
+        elif node.op == "module.set_input":
+            written = inputs[:1]
+        else:
+            written = inputs
+        for value in written:
+            if isinstance(value, (tuple, list)):
+                for item in value:
+                    self._check_not_weight(item, node)
+            else:
+                self._check_not_weight(value, node)
 
     def _span(self, node: Node) -> Span:
         return self.batch.spans[node.invoke]
@@ -470,6 +500,8 @@ class _Executor:
 
 
 _CONSTANT = frozenset({int, float, str, bool, type(None), torch.Tensor})
+# Model ops that may copy into the module value they are anchored at (for part of the batch).
+_SETS = frozenset({"module.set_output", "module.set_input", "module.set_inputs"})
 
 
 def _snapshot(value: Any) -> Any:

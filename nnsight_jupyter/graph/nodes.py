@@ -128,6 +128,8 @@ class Graph:
     model: str | None = None
     version: int = GRAPH_VERSION
     parameters: list[Parameter] = field(default_factory=list)
+    # Set by graph.validate when the graph passed it (see validate.is_validated); not data.
+    checked: tuple | None = field(default=None, repr=False, compare=False)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Graph) and self.version == other.version and self.model == other.model

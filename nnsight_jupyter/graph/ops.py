@@ -9,10 +9,25 @@ and when it is decoded (host), with the op named. Ops come in kinds:
 * ``torch``    functions of ``torch`` / ``torch.nn.functional`` / ``torch.linalg``;
 * ``method``   ``torch.Tensor`` methods, called only on real tensors.
 
+Each op also says what it may change and what its result may alias, so that writes reach only
+activations and job-owned tensors, never the model's parameters or buffers:
+
+* `Op.writes` (`Writes`): the arguments it writes in place: ``setitem`` and the ``i*`` operators
+  their first argument, ``Tensor.*_`` methods ``self``, ``F.relu/silu/dropout(..., inplace=True)``
+  their input, ``F.embedding(..., max_norm=...)`` its *weight* (it renormalises rows in place),
+  ``torch.norm`` / ``F.normalize`` their positional ``out``; the ``module.set_*`` / ``skip`` /
+  ``set_grad`` model ops write the module value or gradient they are anchored at (an activation);
+* `Op.view_of`: the arguments its result may share storage with (``getitem``, ``getattr`` such as
+  ``.T`` / ``.mT`` / ``.data``, ``view``, ``expand``, ``detach``, ``einsum`` ...), so that a write
+  into a view is a write into what it views.
+
+`graph.validate` refuses, before anything runs, a write whose target is a ``module.param`` node
+or a view of one; the executor refuses, at run time, a write into any tensor sharing storage with
+a parameter or buffer. Keyword arguments are checked against `graph.keywords` (no ``out=``).
+
 Never on the list: dunder attributes other than the operators, imports, file and network
 functions, ``torch.load``/``torch.save``, global RNG seeding, ``requires_grad_``, ``set_``,
-``resize_``, ``out=`` arguments, and anything that writes the model's weights (in-place ops are
-allowed on activations; the executor refuses them on tensors that share storage with a weight).
+``resize_``, ``as_strided``, ``index_put_``.
 """
 
 from __future__ import annotations
@@ -24,20 +39,103 @@ from typing import Any, Callable
 import torch
 
 from ..errors import OpNotAllowedError
+from .nodes import Ref
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of an op: at position `index`, or by keyword `name`; `rest`: this position
+    and every later one (``einsum``'s operands)."""
+
+    index: int
+    name: str = ""
+    rest: bool = False
+
+    def values(self, args: Any, kwargs: dict) -> list:
+        """The values given for this argument (none if it was not given)."""
+        if self.rest:
+            return list(args[self.index:])
+        if len(args) > self.index:
+            return [args[self.index]]
+        if self.name and self.name in kwargs:
+            return [kwargs[self.name]]
+        return []
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The argument that turns an op's write on: `param`; on when its value is truthy (``inplace``)
+    or, with `when_set`, when it is not None (``max_norm``). A value computed by the graph (a Ref)
+    counts as on: it is unknown until the graph runs."""
+
+    param: Param
+    when_set: bool = False
+
+    def on(self, args: Any, kwargs: dict) -> bool:
+        values = self.param.values(args, kwargs)
+        if not values:
+            return False
+        value = values[0]
+        if type(value) is Ref:
+            return True
+        if self.when_set:
+            return value is not None
+        try:
+            return bool(value)
+        except Exception:  # noqa: BLE001 - a value without a truth value: the op itself will refuse it
+            return True
+
+
+@dataclass(frozen=True)
+class Writes:
+    """What an op changes in place: the arguments `params` (always, or only while `switch` is on),
+    or, with `frame`, the module value / gradient it is anchored at (model ops: an activation)."""
+
+    params: tuple[Param, ...] = ()
+    switch: Switch | None = None
+    frame: bool = False
 
 
 @dataclass(frozen=True)
 class Op:
-    """One allowed operation. `mutates`: changes its first argument in place."""
+    """One allowed operation: its `name`, `kind`, the callable (`fn`) for non-model ops, what it
+    `writes` in place (None: nothing), and which arguments its result may be a view of."""
 
     name: str
     kind: str
-    mutates: bool = False
     fn: Callable[..., Any] | None = None
+    writes: Writes | None = None
+    view_of: tuple[Param, ...] = ()
+
+    @property
+    def mutates(self) -> bool:
+        """True if the op can change something in place."""
+        return self.writes is not None
+
+    def written(self, args: Any, kwargs: dict) -> list:
+        """The argument values this call writes in place: Refs when checking a graph, tensors when
+        it runs. Empty for model ops (they write the value they are anchored at)."""
+        w = self.writes
+        if w is None or not w.params or (w.switch is not None and not w.switch.on(args, kwargs)):
+            return []
+        return [v for p in w.params for v in p.values(args, kwargs)]
+
+    def aliased(self, args: Any, kwargs: dict) -> list:
+        """The argument values this call's result may share storage with: those it views, and
+        those it writes in place (an in-place op returns what it wrote)."""
+        views = [v for p in self.view_of for v in p.values(args, kwargs)]
+        return views + self.written(args, kwargs) if self.writes is not None else views
+
+
+_FIRST = (Param(0, "input"),)
+_SELF = (Param(0, "self"),)
+_WRITES_FIRST = Writes(_FIRST)
+_WRITES_SELF = Writes(_SELF)
 
 
 # ----------------------------------------------------------------------------- model ops
-# Carried out by the executor; the node's `module`, `call` and `step` fields say where.
+# Carried out by the executor; the node's `module`, `call` and `step` fields say where. True: it
+# writes the module value (or gradient) it is anchored at, an activation, never a parameter.
 MODEL_OPS = {
     "module.output": False,      # read a module's output (the invoke's rows)
     "module.input": False,       # read its first positional argument (or first keyword)
@@ -47,7 +145,7 @@ MODEL_OPS = {
     "module.set_inputs": True,   # replace (args, kwargs)
     "module.skip": True,         # do not run the module; use the value as its output
     "module.call": False,        # call a submodule on values (logit lens)
-    "module.param": False,       # read a parameter (read-only)
+    "module.param": False,       # read a parameter or buffer (read-only)
     "grad": False,               # read the gradient of a value (inside `with loss.backward()`)
     "set_grad": True,            # replace the gradient flowing further back
     "backward": False,           # run backward from a scalar
@@ -107,21 +205,53 @@ INPLACE_TENSOR_METHODS = (
     "index_fill_", "scatter_", "index_copy_", "index_add_", "neg_", "pow_", "abs_", "exp_",
 )
 
-# Keyword arguments refused on every torch function and method (writing into a given tensor).
-FORBIDDEN_KWARGS = frozenset({"out"})
+# torch functions that can write one of their arguments, and when (checked against the
+# signatures and aten schemas of every op by tests/graph/test_allowlist_writes.py).
+TORCH_WRITES: dict[str, Writes] = {
+    "torch.nn.functional.relu": Writes(_FIRST, Switch(Param(1, "inplace"))),
+    "torch.nn.functional.silu": Writes(_FIRST, Switch(Param(1, "inplace"))),
+    "torch.nn.functional.dropout": Writes(_FIRST, Switch(Param(3, "inplace"))),
+    # max_norm renormalises the rows of `weight` that the input looks up, in place.
+    "torch.nn.functional.embedding": Writes((Param(1, "weight"),), Switch(Param(3, "max_norm"), when_set=True)),
+    "torch.norm": Writes((Param(4, "out"),)),                        # out is positional here
+    "torch.nn.functional.normalize": Writes((Param(4, "out"),)),
+}
+
+#: Ops whose result may be (or share storage with) their first argument, so that an in-place op
+#: on the result writes into that argument; `torch.einsum` may return a view of any operand. (An
+#: op that writes in place returns what it wrote: its result aliases its written arguments too.)
+VIEW_OPS = frozenset({
+    "getitem", "getattr", "pos",
+    "Tensor.view", "Tensor.view_as", "Tensor.reshape", "Tensor.reshape_as", "Tensor.transpose",
+    "Tensor.permute", "Tensor.t", "Tensor.flatten", "Tensor.unflatten", "Tensor.squeeze",
+    "Tensor.unsqueeze", "Tensor.expand", "Tensor.expand_as", "Tensor.narrow", "Tensor.diagonal",
+    "Tensor.chunk", "Tensor.split", "Tensor.detach", "Tensor.contiguous", "Tensor.to",
+    "Tensor.type_as", "Tensor.cpu", "Tensor.float", "Tensor.double", "Tensor.half",
+    "Tensor.bfloat16", "Tensor.int", "Tensor.long", "Tensor.bool",
+    "torch.reshape", "torch.transpose", "torch.permute", "torch.squeeze", "torch.unsqueeze",
+    "torch.flatten", "torch.unflatten", "torch.split", "torch.chunk", "torch.diagonal",
+    "torch.nn.functional.dropout", "torch.einsum",
+})
+_VIEW_OF = {"torch.einsum": (Param(1, rest=True),)}
 
 
 def _build_table() -> dict[str, Op]:
     table: dict[str, Op] = {}
-    for name, mutates in MODEL_OPS.items():
-        table[name] = Op(name, "model", mutates)
-    table["getitem"] = Op("getitem", "operator", False, operator.getitem)
-    table["setitem"] = Op("setitem", "operator", True, operator.setitem)
-    table["getattr"] = Op("getattr", "operator", False, getattr)
+
+    def add(name: str, kind: str, fn: Any, writes: Writes | None = None) -> None:
+        first = _SELF if kind == "method" else _FIRST
+        view_of = _VIEW_OF.get(name, first) if name in VIEW_OPS else ()
+        table[name] = Op(name, kind, fn, writes, view_of)
+
+    for name, writes_frame in MODEL_OPS.items():
+        table[name] = Op(name, "model", None, Writes(frame=True) if writes_frame else None)
+    add("getitem", "operator", operator.getitem)
+    add("setitem", "operator", operator.setitem, _WRITES_FIRST)
+    add("getattr", "operator", getattr)
     for name in BINARY_OPERATORS + UNARY_OPERATORS:
-        table[name] = Op(name, "operator", False, getattr(operator, name))
+        add(name, "operator", getattr(operator, name))
     for name in INPLACE_OPERATORS:
-        table[name] = Op(name, "operator", True, getattr(operator, name))
+        add(name, "operator", getattr(operator, name), _WRITES_FIRST)
     for prefix, namespace, names in (
         ("torch.", torch, TORCH_FUNCTIONS),
         ("torch.nn.functional.", torch.nn.functional, FUNCTIONAL),
@@ -129,12 +259,12 @@ def _build_table() -> dict[str, Op]:
     ):
         for name in names:
             if hasattr(namespace, name):
-                table[prefix + name] = Op(prefix + name, "torch", False, getattr(namespace, name))
+                add(prefix + name, "torch", getattr(namespace, name), TORCH_WRITES.get(prefix + name))
     for name in TENSOR_METHODS:
         if hasattr(torch.Tensor, name):
-            table["Tensor." + name] = Op("Tensor." + name, "method", False, getattr(torch.Tensor, name))
+            add("Tensor." + name, "method", getattr(torch.Tensor, name))
     for name in INPLACE_TENSOR_METHODS:
-        table["Tensor." + name] = Op("Tensor." + name, "method", True, getattr(torch.Tensor, name))
+        add("Tensor." + name, "method", getattr(torch.Tensor, name), _WRITES_SELF)
     return table
 
 

@@ -5,12 +5,19 @@ too; `NodeChecker` checks nodes one at a time, as a tracer adds them. Each error
 id, its op and the user's line (as the error's `where`), and says what is wrong:
 
 * `GraphError`: wrong version, malformed node (ids not increasing, a Ref to a later or missing node,
-  an unknown run or invoke, a bad `backward`, a bad module path, a private attribute, an ``out=``
-  keyword, arguments nested too deep, too many nodes);
+  an unknown run or invoke, a bad `backward`, a bad module path, a private attribute, arguments
+  nested too deep, too many nodes);
 * `OpNotAllowedError` (a GraphError): an op that is not in `graph.ops.OPS`;
-* `WeightWriteError`: an in-place op whose target is a model parameter (a ``module.param`` node) or
-  a view of one. This static check covers views made by the graph itself; the executor also refuses
-  in-place writes into any tensor that shares storage with a weight at run time.
+* `KeywordNotAllowedError` (a GraphError): a keyword argument anywhere (run options, invoke inputs,
+  node keywords) that `graph.keywords.KEYWORDS` does not admit, or of the wrong type;
+* `WeightWriteError`: an op that writes an argument (`Op.written`: ``setitem``, ``Tensor.*_``,
+  ``inplace=True``, ``embedding(max_norm=)``, positional ``out``) aimed at a model parameter or
+  buffer (a ``module.param`` node) or a view of one (`Op.aliased`: index, ``.T``, ``.data``,
+  ``detach``, ``view``, ``expand`` ...). This static check covers views made by the graph itself;
+  the executor also refuses, at run time, writes into any tensor sharing storage with a weight.
+
+A graph that passed `validate` (or `graph.codec.decode`) is stamped (`is_validated`), so that the
+executor does not check it again.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import GraphError, OpNotAllowedError, WeightWriteError
+from ..errors import GraphError, KeywordNotAllowedError, OpNotAllowedError, WeightWriteError
+from .keywords import SECTION_OF_KIND, check_keywords
 from .nodes import GRAPH_VERSION, Graph, Node, Ref
-from .ops import FORBIDDEN_KWARGS, OPS
+from .ops import OPS, VIEW_OPS
 
-__all__ = ["validate", "NodeChecker", "check_node", "check_module_path", "node_error", "MAX_NODES", "MAX_DEPTH",
-           "VIEW_OPS"]
+__all__ = ["validate", "is_validated", "seal", "check_run_options", "check_invoke_inputs", "NodeChecker", "check_node", "check_module_path",
+           "node_error", "MAX_NODES", "MAX_DEPTH", "VIEW_OPS"]
 
 MAX_NODES = 200_000
 MAX_DEPTH = 32          # containers nested in one argument
@@ -35,30 +43,14 @@ _SEGMENT = r"(?:[A-Za-z][A-Za-z0-9_]*|[0-9]+)"
 _PATH = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-#: Ops whose result may be (or share storage with) their first argument: an in-place op on their
-#: result writes into that argument. Used to follow views of module parameters.
-VIEW_OPS = frozenset({
-    "getitem", "getattr", "pos",
-    "Tensor.view", "Tensor.view_as", "Tensor.reshape", "Tensor.reshape_as", "Tensor.transpose",
-    "Tensor.permute", "Tensor.t", "Tensor.flatten", "Tensor.unflatten", "Tensor.squeeze",
-    "Tensor.unsqueeze", "Tensor.expand", "Tensor.expand_as", "Tensor.narrow", "Tensor.diagonal",
-    "Tensor.chunk", "Tensor.split", "Tensor.detach", "Tensor.contiguous", "Tensor.to",
-    "Tensor.type_as", "Tensor.cpu", "Tensor.float", "Tensor.double", "Tensor.half",
-    "Tensor.bfloat16", "Tensor.int", "Tensor.long", "Tensor.bool",
-    "torch.reshape", "torch.transpose", "torch.permute", "torch.squeeze", "torch.unsqueeze",
-    "torch.flatten", "torch.unflatten", "torch.split", "torch.chunk", "torch.diagonal",
-    "torch.nn.functional.dropout",
-})
-
-_KINDS_WITHOUT_OUT = ("torch", "method")
-
-# Per-op flags, computed once per op name from OPS (so ops added to OPS later are picked up).
-_NO_OUT = 1      # torch function or Tensor method: FORBIDDEN_KWARGS refused
-_WRITES = 2      # changes its first argument in place (not a model op)
-_VIEW = 4        # its result may alias its first argument (VIEW_OPS)
-_PARAM = 8       # module.param: a model parameter
+# Per-op flags and keyword sections, computed once per op name from OPS (so ops added to OPS
+# later are picked up).
+_WRITES = 2      # writes an argument in place (Op.written)
+_VIEW = 4        # its result may alias an argument (Op.aliased)
+_PARAM = 8       # module.param: a model parameter or buffer
 _SPECIAL = 16    # getattr, module.param, module.call: names checked
 _FLAGS: dict[str, int] = {}
+_SECTIONS: dict[str, str] = {}   # op name -> its section of graph.keywords.KEYWORDS
 
 
 def _op_flags(node: Any) -> int:
@@ -68,11 +60,12 @@ def _op_flags(node: Any) -> int:
     if op is None:
         raise node_error(node, f"operation {name!r:.120} is not on the allow-list (see "
                           "nnsight_jupyter.graph.ops.OPS); it cannot run inside a trace", OpNotAllowedError)
-    flags = ((_NO_OUT if op.kind in _KINDS_WITHOUT_OUT else 0)
-             | (_WRITES if op.mutates and op.kind != "model" else 0)
-             | (_VIEW if name in VIEW_OPS else 0)
+    writes = op.writes is not None and bool(op.writes.params)
+    flags = ((_WRITES if writes else 0)
+             | (_VIEW if op.view_of or writes else 0)
              | (_PARAM if name == "module.param" else 0)
              | (_SPECIAL if name in ("getattr", "module.param", "module.call") else 0))
+    _SECTIONS[name] = "model" if name == "module.call" else SECTION_OF_KIND[op.kind]
     _FLAGS[name] = flags
     return flags
 
@@ -161,29 +154,56 @@ class NodeChecker:
                     raise node_error(node, f"keyword argument name {k!r:.80} must be a str")
                 if type(v) is Ref or type(v) in _CONTAINERS:
                     self._walk(node, (v,), 0, run_pos)
-            if flags & _NO_OUT:
-                bad = FORBIDDEN_KWARGS.intersection(kwargs)
-                if bad:
-                    raise node_error(node, f"keyword argument(s) {', '.join(sorted(bad))}= are not allowed "
-                                      "(they write into a given tensor); use the returned value instead")
         if node.backward is not None:
             target = nodes.get(node.backward) if type(node.backward) is int else None
             if target is None or target.op != "backward":
                 raise node_error(node, f"backward={node.backward!r:.40} must be the id of an earlier "
                                        "'backward' node")
-        if flags:
-            if flags & _SPECIAL:
-                self._check_special(node)
-            views = self._param_views
-            if args and type(args[0]) is Ref and args[0].id in views:
-                if flags & _WRITES:
-                    self._refuse_weight_write(node, args[0])
-                if flags & _VIEW:
-                    views[nid] = views[args[0].id]
-            if flags & _PARAM:
-                views[nid] = nid
+        if flags:                       # a write into a weight is refused as such, whatever its keywords
+            self._check_flagged(node, flags)
+        if kwargs:
+            self._check_keywords(node)
         nodes[nid] = node
         self._last_id = nid
+
+    def add_built(self, node: Node) -> None:
+        """Check a node the tracer has just made, whose structure holds by construction (ids in
+        order, Refs to earlier nodes of the same graph, runs, invokes, module paths of the model's
+        own tree): only its keyword arguments, the names it reads and what it writes. (`add` runs
+        these same checks, after the structural ones.)"""
+        op_name = node.op
+        flags = _FLAGS.get(op_name)
+        if flags is None:
+            flags = _op_flags(node)
+        if flags:
+            self._check_flagged(node, flags)
+        if node.kwargs:
+            self._check_keywords(node)
+        self.nodes[node.id] = node
+        self._last_id = node.id
+
+    def _check_keywords(self, node: Node) -> None:
+        problem = check_keywords(_SECTIONS[node.op], node.kwargs, f"keyword argument of {node.op!r}")
+        if problem:
+            raise node_error(node, problem, KeywordNotAllowedError)
+
+    def _check_flagged(self, node: Node, flags: int) -> None:
+        """The checks of ops with flags: names they read; writes into, and views of, parameters."""
+        if flags & _SPECIAL:
+            self._check_special(node)
+        views = self._param_views
+        if views and flags & (_WRITES | _VIEW):      # only once a parameter has been read
+            op = OPS[node.op]
+            if flags & _WRITES:
+                for target in op.written(node.args, node.kwargs):
+                    if type(target) is Ref and target.id in views:
+                        self._refuse_weight_write(node, target)
+            if flags & _VIEW:
+                source = self._viewed_param(op.aliased(node.args, node.kwargs))
+                if source is not None:
+                    views[node.id] = source
+        if flags & _PARAM:
+            views[node.id] = node.id
 
     def _check_id(self, node: Node) -> None:
         nid = node.id
@@ -195,20 +215,40 @@ class NodeChecker:
         raise node_error(node, f"node id {nid} {what} an earlier node id ({self._last_id}): node ids "
                           "must be unique and strictly increasing in program order")
 
+    def _viewed_param(self, values: list) -> int | None:
+        """The module.param node that one of `values` (or a Ref nested in one) may alias, or None."""
+        views = self._param_views
+        for value in values:
+            if type(value) is Ref:
+                if value.id in views:
+                    return views[value.id]
+            elif type(value) in _CONTAINERS:
+                refs: list[Ref] = []
+                _collect_refs(value, 0, refs)
+                for ref in refs:
+                    if ref.id in views:
+                        return views[ref.id]
+        return None
+
     def _refuse_weight_write(self, node: Node, target: Ref) -> None:
         param = self.nodes[self._param_views[target.id]]
         how = ("is" if target.id == param.id else "is a view of") + f" parameter %{param.id}"
-        raise node_error(node, f"parameters are read-only inside a trace; clone() first (its first "
-                          f"argument %{target.id} {how} {_param_label(param)})", WeightWriteError)
+        raise node_error(node, f"parameters are read-only inside a trace; clone() first (the argument "
+                          f"it writes, %{target.id}, {how} {_param_label(param)}); model parameters and "
+                          "buffers can be read, never written", WeightWriteError)
 
     def _remember(self, node: Node) -> None:
         """Record an (already checked) node, and whether it is a parameter or a view of one."""
-        nid, args = node.id, node.args
-        flags = _FLAGS.get(node.op, 0) if type(node.op) is str else 0
+        nid = node.id
+        flags = _FLAGS.get(node.op) if type(node.op) is str else 0
+        if flags is None:
+            flags = _op_flags(node)
         if flags & _PARAM:
             self._param_views[nid] = nid
-        elif flags & _VIEW and args and type(args[0]) is Ref and args[0].id in self._param_views:
-            self._param_views[nid] = self._param_views[args[0].id]
+        elif flags & _VIEW and self._param_views:
+            source = self._viewed_param(OPS[node.op].aliased(node.args, node.kwargs))
+            if source is not None:
+                self._param_views[nid] = source
         self.nodes[nid] = node
         if type(nid) is int and nid > self._last_id:
             self._last_id = nid
@@ -342,11 +382,49 @@ def check_node(node: Node, known: Mapping[int, Node]) -> None:
 
 # ================================================================================= the graph
 def validate(graph: Graph) -> None:
-    """Check `graph` in full; raises GraphError, OpNotAllowedError or WeightWriteError."""
+    """Check `graph` in full; raises GraphError, OpNotAllowedError, KeywordNotAllowedError or
+    WeightWriteError. A graph that passes is stamped (`is_validated`)."""
     checker = begin(graph)
     for node in graph.nodes:
         checker.add(node)
     finish(graph, checker)
+
+
+def is_validated(graph: Graph) -> bool:
+    """True if `graph` passed `validate` (or was decoded, or `seal`ed by its builder) and has not
+    grown since."""
+    return graph.checked == _stamp(graph)
+
+
+def seal(graph: Graph) -> None:
+    """Stamp a graph built by the tracer, whose nodes went through `NodeChecker.add_built`, its run
+    options through `check_run_options` and its invokes' inputs through `check_invoke_inputs`, so
+    that running it does not check it again (a host decoding it checks everything anew)."""
+    graph.checked = _stamp(graph)
+
+
+def check_invoke_inputs(kwargs: Mapping[str, Any], where: str) -> None:
+    """Refuse a keyword input of an invoke that is not on the keyword allow-list (it would reach the
+    model's forward, or model.generate); KeywordNotAllowedError naming it."""
+    problem = check_keywords("model", kwargs, f"keyword input of {where}, for the model's forward")
+    if problem:
+        raise KeywordNotAllowedError(problem)
+
+
+def _stamp(graph: Graph) -> tuple:
+    return (id(graph.nodes), len(graph.nodes), id(graph.runs), len(graph.runs))
+
+
+def check_run_options(kind: str, options: Mapping[str, Any], where: str = "") -> None:
+    """Refuse an option of a `kind` run ("trace" or "generate") that is not on the keyword allow-list
+    (KeywordNotAllowedError naming it, where it was given, and what is allowed)."""
+    section = "generate" if kind == "generate" else "trace"
+    suffix = f", {where}" if where else ""
+    problem = check_keywords(section, options, f"option of {kind}(){suffix}")
+    if problem:
+        if section == "trace":
+            problem += "; keyword arguments of model.trace(...) are inputs of its first invoke"
+        raise KeywordNotAllowedError(problem)
 
 
 def begin(graph: Graph) -> NodeChecker:
@@ -373,6 +451,7 @@ def begin(graph: Graph) -> NodeChecker:
             raise GraphError(f"run {run.id}: kind {run.kind!r:.40} must be 'trace' or 'generate'")
         if type(run.options) is not dict or any(type(k) is not str for k in run.options):
             raise GraphError(f"run {run.id}: options must be a dict with str keys")
+        check_run_options(run.kind, run.options, f"run {run.id}")
         invoke_ids: set = set()
         for invoke in run.invokes:
             if type(invoke.id) is not int or invoke.id < 0:
@@ -385,6 +464,7 @@ def begin(graph: Graph) -> NodeChecker:
                 raise GraphError(f"run {run.id} invoke {invoke.id}: kwargs must be a dict with str keys")
             if invoke.all_rows and (invoke.args or invoke.kwargs):
                 raise GraphError(f"run {run.id} invoke {invoke.id}: an all_rows invoke takes no input")
+            check_invoke_inputs(invoke.kwargs, f"invoke {invoke.id} of run {run.id}")
             invoke_ids.add(invoke.id)
         runs[run.id] = (position, invoke_ids)
     return NodeChecker(runs)
@@ -419,6 +499,7 @@ def finish(graph: Graph, checker: NodeChecker) -> None:
             raise GraphError(f"parameter {p.name!r}: its value must be a tensor, not {type(p.value).__qualname__}")
         if type(p.requires_grad) is not bool:
             raise GraphError(f"parameter {p.name!r}: requires_grad must be a bool")
+    graph.checked = _stamp(graph)
 
 
 def _refs(value: Any, where: str) -> list[Ref]:

@@ -2,9 +2,14 @@
 
 The builder owns the `Graph` under construction and the proxies that were saved. Every node is
 stamped with where it belongs: the innermost tracer's run and invoke, the generation step or call
-index of an open `tracer.iter[...]`, the `backward` block, and the user's line. When the
-outermost context exits, `run()` executes the graph (locally, with `execution.execute`) and hands
-each saved proxy its value.
+index of an open `tracer.iter[...]`, the `backward` block, and the user's line. Ops are looked up
+in the allow-list as nodes are made and checked by `graph.validate.NodeChecker.add_built`
+(keywords, the names they read, writes into parameters or views of them), a run's options as it
+opens and an invoke's inputs as it is added (`check_run_options`, `check_invoke_inputs`): each
+error points at the user's line, and the structure, right by construction, is not checked again.
+When the outermost context exits, `run()` seals the graph as validated and runs it locally
+(`execution.execute`) or sends it to a model host (which checks everything anew as it decodes),
+and hands each saved proxy its value.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from ..execution import execute
 from ..execution.executor import Result
 from ..graph.nodes import Graph, Invoke, Node, Run
 from ..graph.ops import OPS, get_op
+from ..graph.validate import NodeChecker, check_invoke_inputs, check_run_options, seal
 from . import context
 from .proxy import MISSING, READY, Proxy, to_arg
 
@@ -37,6 +43,7 @@ class GraphBuilder:
         self.closed = False
         self.result: Result | None = None
         self._tracers: list["Tracer"] = []
+        self._checker = NodeChecker()
 
     # ------------------------------------------------------------------ structure
 
@@ -46,6 +53,7 @@ class GraphBuilder:
         return self._tracers[-1]
 
     def open_run(self, tracer: "Tracer", kind: str, options: dict) -> int:
+        check_run_options(kind, options)              # KeywordNotAllowedError at the user's line
         run = Run(len(self.graph.runs), kind, [], dict(options))
         self.graph.runs.append(run)
         self._tracers.append(tracer)
@@ -57,6 +65,8 @@ class GraphBuilder:
     def add_invoke(self, run_id: int, args: tuple, kwargs: dict, all_rows: bool) -> int:
         run = self.graph.runs[run_id]
         invoke = Invoke(len(run.invokes), to_arg(tuple(args), self), to_arg(dict(kwargs), self), all_rows)
+        if invoke.kwargs:
+            check_invoke_inputs(invoke.kwargs, f"invoke {invoke.id} of run {run_id}")
         run.invokes.append(invoke)
         return invoke.id
 
@@ -87,6 +97,7 @@ class GraphBuilder:
         node.backward = tracer.backward
         node.line = context.user_line()
         node.refs = None
+        self._checker.add_built(node)
         nodes.append(node)
         return Proxy(self, node.id, length)
 
@@ -99,6 +110,7 @@ class GraphBuilder:
         self.closed = True
         if not self.graph.runs:
             return Result()
+        seal(self.graph)                               # every node was checked as it was made
         if runner is not None:
             self.result = runner.run(self.graph)
         else:

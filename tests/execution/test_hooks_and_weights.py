@@ -116,3 +116,38 @@ def test_gradient_with_trainable_weights_leaves_no_weight_grad(llama, raw_llama)
             g = h.grad.save()
     assert g.value.abs().sum() > 0
     assert all(p.grad is None for p in raw_llama.parameters())
+
+
+class _ReturnsItsWeight(torch.nn.Module):
+    """A module whose output is its own parameter (its value shares the weight's storage)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.ones(2, 3))
+
+    def forward(self, x):
+        return self.table
+
+
+class _Outer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _ReturnsItsWeight()
+
+    def forward(self, x):
+        return self.inner(x) + x
+
+
+def test_partial_set_output_into_a_module_value_that_is_a_weight_is_refused():
+    """`.output = v` for one invoke of two copies into the module's value in place: refused at run
+    time when that value is a parameter (no graph-level view to see)."""
+    outer = _Outer()
+    net = nj.NNsight(outer)
+    before = outer.inner.table.detach().clone()
+    with pytest.raises(nj.WeightWriteError, match="weights"):
+        with net.trace() as tracer:
+            with tracer.invoke(torch.zeros(1, 3)):
+                net.inner.output = torch.zeros(1, 3)
+            with tracer.invoke(torch.zeros(1, 3)):
+                net.output.save()
+    assert torch.equal(outer.inner.table, before)
