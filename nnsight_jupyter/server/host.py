@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .. import protocol
 from ..errors import NNsightError
 from ..graph.codec import decode
-from ..execution.merge import job_kind
+from ..execution.merge import job_kind, merge_key
 from .jobs import TERMINAL, JobNotFound, JobRecord, JobStore
 from .scheduler import Pending, next_batch, rotate
 from .worker import LocalWorker, ModelSpec
@@ -158,7 +158,8 @@ class Host:
         record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
                                    graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
         invokes = sum(len(run.invokes) for run in graph.runs)
-        model.queue.append(Pending(record.id, owner, record.seq, kind == "trace", invokes))
+        key = merge_key(graph)
+        model.queue.append(Pending(record.id, owner, record.seq, key is not None, invokes, key=key or ""))
         self._kick(model_name)
         return self.store.get(record.id)
 
@@ -274,10 +275,11 @@ class Host:
             if record.status != "running":       # cancelled meanwhile: the result is dropped
                 continue
             if report["ok"]:
-                header = {"type": protocol.RESULT, "batch_id": batch_id, "rows": report["rows"], "logs": report["logs"],
+                ran_in = report.get("batch_id", batch_id)     # the forward pass it ran in
+                header = {"type": protocol.RESULT, "batch_id": ran_in, "rows": report["rows"], "logs": report["logs"],
                           "missing": report["missing"]}
                 record = self.store.store_result(job_id, protocol.pack(header, report["payload"]),
-                                                 batch_id=batch_id, rows=report["rows"])
+                                                 batch_id=ran_in, rows=report["rows"])
                 self._deliver(record, list(self.listeners.get(job_id, ())))
             else:
                 error = report["error"]

@@ -10,8 +10,10 @@ host -> worker   {"type": "batch", "batch_id", "jobs": [{"job_id", "graph": byte
                  {"type": "cancel", "job_id"}            {"type": "stop"}
 worker -> host   {"type": "ready", "info": {...}}          {"type": "failed", "error": str}
                  {"type": "progress", "job_id", "step", "steps"}
-                 {"type": "done", "batch_id", "jobs": {job_id: {"ok": True, "payload", "rows", "logs",
-                  "missing"} | {"ok": False, "error": {"type", "message"}}}}
+                 {"type": "done", "batch_id", "jobs": {job_id: {"ok": True, "payload", "rows", "batch_id",
+                  "logs", "missing"} | {"ok": False, "error": {"type", "message"}}}}
+                 (a job's own "batch_id" is "<batch_id>.<n>" when the batch's jobs ran in several forward
+                 passes: some could not share one)
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def worker_main(conn: Any, spec: ModelSpec) -> None:
 
         model, tokenizer = load_model(spec)
         target = LanguageTarget(model, tokenizer)
-        target.record_order()
+        target.record_order(layouts=True)
         conn.send({"type": "ready", "info": describe(spec.name, model, tokenizer, target.order)})
     except BaseException as error:  # noqa: BLE001 - report any load failure to the host
         conn.send({"type": "failed", "error": f"{type(error).__name__}: {error}"})
@@ -181,7 +183,7 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
     """Decode each job's graph, run mergeable ones together and the rest alone, encode results."""
     from ..errors import JobCancelledError, NNsightError
     from ..execution import execute
-    from ..execution.merge import JobOutcome, execute_batch, why_not_mergeable
+    from ..execution.merge import JobOutcome, execute_batch, job_kind
     from ..graph.codec import decode, encode_values
 
     outcomes: dict[str, JobOutcome] = {}
@@ -191,13 +193,14 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
             graphs[job["job_id"]] = decode(job["graph"])
         except NNsightError as error:
             outcomes[job["job_id"]] = JobOutcome(error=error)
-    mergeable = [j for j in graphs if why_not_mergeable(graphs[j]) is None]
-    alone = [j for j in graphs if j not in mergeable]
-    if len(mergeable) == 1:
-        alone.append(mergeable.pop())
-    if mergeable:
-        for job_id, outcome in zip(mergeable, execute_batch([graphs[j] for j in mergeable], target)):
+    # Forward-only traces go to execute_batch, which merges those that may share a forward pass
+    # (same invoke keyword arguments, no shared value reached) and runs the others alone.
+    traces = [j for j in graphs if job_kind(graphs[j]) == "trace"]
+    alone = [j for j in graphs if j not in traces]
+    if traces:
+        for job_id, outcome in zip(traces, execute_batch([graphs[j] for j in traces], target)):
             outcomes[job_id] = outcome
+    split = len({outcomes[j].part for j in traces}) > 1
     for job_id in alone:
         graph = graphs[job_id]
         steps = graph.runs[-1].options.get("max_new_tokens", 0) if graph.runs else 0
@@ -230,6 +233,8 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
                            f"{spec.max_result_bytes}: save less (a slice, a mean) or ask for a higher limit"}}
             continue
         report[job_id] = {"ok": True, "payload": payload, "rows": list(outcome.rows or (0, 0)),
+                          "batch_id": f"{message['batch_id']}.{outcome.part}" if split and job_id in traces
+                          else message["batch_id"],
                           "logs": [list(entry) for entry in result.logs],
                           "missing": {str(k): v for k, v in result.missing.items()}}
     return {"type": "done", "batch_id": message["batch_id"], "jobs": report}
