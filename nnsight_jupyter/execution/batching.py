@@ -412,12 +412,14 @@ def _own_rows(value: torch.Tensor, leaf: Leaf | None, span: Span, size: int, seq
     return out
 
 
-def view(value: Any, span: Span, size: int, seq_len: int | None, layout: Layout | None = None) -> Any:
+def view(value: Any, span: Span, size: int, seq_len: int | None, layout: Layout | None = None,
+         copies: list | None = None) -> Any:
     """What the invoke owning `span` sees of a module's value: its rows, without foreign padding.
 
     Tensors are sliced by the batch and sequence dims recorded in `layout` (`execution.layout`).
     In a batch shared with other jobs (`span.shared`), a tensor without a batch dim is a private
-    copy, and a value the job may not see (see `Leaf.alone`) is `Withheld`. `seq_len` is the
+    copy (appended to `copies`, so that a write into it can be reported), and a value the job may not
+    see (see `Leaf.alone`) is `Withheld`. `seq_len` is the
     sequence length of the current forward when it holds the prompt (step 0 of generation, every
     plain trace), else None (cached generation steps hide nothing)."""
     if span.full:
@@ -426,16 +428,20 @@ def view(value: Any, span: Span, size: int, seq_len: int | None, layout: Layout 
         leaf = layout if type(layout) is Leaf else None
         out = _own_rows(value, leaf, span, size, seq_len)
         if out is None:
-            return value.clone() if span.shared else value
+            if not span.shared:
+                return value
+            out = value.clone()               # every row shares it: this job gets a private copy
+            if copies is not None:
+                copies.append(out)
         return out
     children = layout.children if type(layout) is Items else None
     if isinstance(value, tuple):
-        items = [view(v, span, size, seq_len, _child(children, i)) for i, v in enumerate(value)]
+        items = [view(v, span, size, seq_len, _child(children, i), copies) for i, v in enumerate(value)]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     if isinstance(value, list):
-        return [view(v, span, size, seq_len, _child(children, i)) for i, v in enumerate(value)]
+        return [view(v, span, size, seq_len, _child(children, i), copies) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        viewed = {k: view(v, span, size, seq_len, _child(children, k)) for k, v in value.items()}
+        viewed = {k: view(v, span, size, seq_len, _child(children, k), copies) for k, v in value.items()}
         try:
             return type(value)(**viewed) if type(value) is not dict else viewed
         except TypeError:

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import ExecutionError, NNsightError, ShapeMismatchError, TracingError, WeightWriteError
+from ..errors import (ExecutionError, NNsightError, ShapeMismatchError, SharedValueError, TracingError,
+                      WeightWriteError)
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import OPS
 from .batching import Batch, ModuleTarget, Span, view, write
@@ -124,6 +125,7 @@ class _Executor:
         self.output_ids = None
         # Batch / sequence dims of every module's values, needed only when some invoke sees part of the batch.
         self.layouts = None if all(s.full for s in batch.spans.values()) else self.target.layouts_for(batch)
+        self.copies: list[tuple[Node, torch.Tensor, int]] = []   # private copies given to jobs sharing the batch
         self.grad_targets = set(run_plan.grads)
         if run_plan.needs_grad and any(not span.full for span in batch.spans.values()):
             raise TracingError(
@@ -153,6 +155,8 @@ class _Executor:
                     module(*batch.args, **batch.kwargs)
             for node in run_plan.after:
                 self._exec(node, None)
+            if self.copies:
+                self._check_copies()
         finally:
             for handle in handles:
                 handle.remove()
@@ -207,6 +211,8 @@ class _Executor:
             frame = _Frame("input", path or "model", args=args, kwargs=kwargs)
             for node in nodes:
                 self._exec(node, frame)
+            if self.copies:
+                self._check_copies()
             return (frame.args, frame.kwargs) if frame.changed else None
         return hook
 
@@ -224,6 +230,8 @@ class _Executor:
                     frame.changed = True
             for node in self._nodes_at(path, call, "output"):
                 self._exec(node, frame)
+            if self.copies:
+                self._check_copies()
             return frame.value if frame.changed else None
         return hook
 
@@ -328,7 +336,29 @@ class _Executor:
 
     def _view(self, node: Node, value: Any, layout: Any = None) -> Any:
         span = self.batch.spans[node.invoke]
-        return value if span.full else view(value, span, self.batch.size, self.seq_len, layout)
+        if span.full:
+            return value
+        if not span.shared:
+            return view(value, span, self.batch.size, self.seq_len, layout)
+        fresh: list[torch.Tensor] = []
+        out = view(value, span, self.batch.size, self.seq_len, layout, fresh)
+        self.copies.extend((node, copy, copy._version) for copy in fresh)
+        return out
+
+    def _check_copies(self) -> None:
+        """A job sharing the batch got private copies of values every row shares; writing into one
+        would silently change nothing the model uses, so it fails that job (its neighbours go on)."""
+        kept = []
+        for node, copy, version in self.copies:
+            if copy._version == version or self.groups is None:
+                kept.append((node, copy, version))
+            else:
+                self.failed.setdefault(self.groups[node.id], SharedValueError(
+                    f"{_describe(node)}: this value is shared by every row of the batch (shape "
+                    f"{tuple(copy.shape)}); this job, which shares its forward pass with other jobs, got "
+                    "a private copy, and an in-place write into it would change nothing. Write into "
+                    "per-row values (module outputs) instead.", where=node.line))
+        self.copies = kept
 
     # -- module reads and writes
     def _read_output(self, node: Node, frame: _Frame) -> Any:
