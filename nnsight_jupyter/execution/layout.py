@@ -267,21 +267,23 @@ def _tensor_leaf(base: tuple, more: tuple, longer: tuple | None, passes: Passes,
 
 
 # ----------------------------------------------------------------------------- JSON
+# A leaf is ["leaf", batch, [seq dims], reason index or None]; reasons are listed once in `reasons`.
 
 
-def layout_to_json(layout: Layout) -> list:
+def layout_to_json(layout: Layout, reasons: dict[str, int]) -> list:
     if type(layout) is Leaf:
-        return ["leaf", layout.batch, list(layout.seq), layout.alone]
+        reason = None if layout.alone is None else reasons.setdefault(layout.alone, len(reasons))
+        return ["leaf", layout.batch, list(layout.seq), reason]
     if isinstance(layout.children, dict):
-        return ["map", {str(k): layout_to_json(v) for k, v in layout.children.items()}]
-    return ["seq", [layout_to_json(v) for v in layout.children]]
+        return ["map", {str(k): layout_to_json(v, reasons) for k, v in layout.children.items()}]
+    return ["seq", [layout_to_json(v, reasons) for v in layout.children]]
 
 
-def layout_from_json(data: list) -> Layout:
+def layout_from_json(data: list, reasons: list[str]) -> Layout:
     tag = data[0]
     if tag == "leaf":
         return Leaf(None if data[1] is None else int(data[1]), tuple(int(d) for d in data[2]),
-                    None if data[3] is None else str(data[3]))
+                    None if data[3] is None else str(reasons[int(data[3])]))
     if tag == "map":
-        return Items({str(k): layout_from_json(v) for k, v in data[1].items()})
-    return Items([layout_from_json(v) for v in data[1]])
+        return Items({str(k): layout_from_json(v, reasons) for k, v in data[1].items()})
+    return Items([layout_from_json(v, reasons) for v in data[1]])

@@ -51,7 +51,9 @@ class ExecutionOrder:
         data = {"events": [list(event) for event in self.events],
                 "lengths": [[*event, n] for event, n in self.lengths.items()]}
         if self.layouts is not None:
-            data["layouts"] = [[*event, layout_to_json(layout)] for event, layout in self.layouts.items()]
+            reasons: dict[str, int] = {}
+            data["layouts"] = [[*event, layout_to_json(layout, reasons)] for event, layout in self.layouts.items()]
+            data["layout_reasons"] = list(reasons)
         return data
 
     @classmethod
@@ -60,7 +62,8 @@ class ExecutionOrder:
         lengths = {(str(p), int(c), str(k)): int(n) for p, c, k, n in data.get("lengths", [])}
         layouts = None
         if data.get("layouts") is not None:
-            layouts = {(str(p), int(c), str(k)): layout_from_json(v) for p, c, k, v in data["layouts"]}
+            reasons = [str(r) for r in data.get("layout_reasons", [])]
+            layouts = {(str(p), int(c), str(k)): layout_from_json(v, reasons) for p, c, k, v in data["layouts"]}
         return cls(events, lengths, layouts)
 
 

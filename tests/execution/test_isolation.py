@@ -294,6 +294,16 @@ def test_dims_are_recorded_not_guessed():
     assert ExecutionOrder.from_json({"events": [["a", 0, "output"]]}).layouts is None   # older descriptions
 
 
+def test_layouts_travel_with_the_execution_order(llama):
+    import json
+
+    order = ExecutionOrder(llama._target.order.events, layouts=_layouts(llama))
+    again = ExecutionOrder.from_json(json.loads(json.dumps(order.to_json())))
+    assert repr(again.layouts) == repr(order.layouts)
+    cache = again.layouts[("", 0, "output")].child("cache")
+    assert "DynamicCache" in cache.alone
+
+
 def test_heads_equal_tokens_slices_the_sequence_dim(heads_lm):
     # 4 heads and a batch padded to 4 tokens: [batch, 4, 4, 4]. Guessing dims from sizes would cut heads.
     def short(m, tr):
