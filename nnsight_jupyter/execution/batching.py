@@ -128,6 +128,7 @@ class LanguageTarget(ModuleTarget):
     def __init__(self, module: torch.nn.Module, tokenizer: Any):
         super().__init__(module)
         self.tokenizer = tokenizer
+        self._keyed_layouts: dict[str, dict[Event, Layout]] = {}   # by invoke keyword arguments
 
     def pad_id(self) -> int:
         pad = getattr(self.tokenizer, "pad_token_id", None)
@@ -153,8 +154,12 @@ class LanguageTarget(ModuleTarget):
         per model architecture and set of arguments; see `execution.layout`)."""
         order = self.ensure_order(batch)
         try:
-            if batch.extra and kwargs_key(batch.extra) is not None:
-                return language_layouts(self.module, batch.extra)
+            key = kwargs_key(batch.extra) if batch.extra else None
+            if key is not None:
+                found = self._keyed_layouts.get(key)
+                if found is None:
+                    found = self._keyed_layouts[key] = language_layouts(self.module, batch.extra)
+                return found
             if order.layouts is None:
                 order.layouts = language_layouts(self.module)
             return order.layouts
