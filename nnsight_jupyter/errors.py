@@ -64,6 +64,10 @@ class ExecutionError(NNsightError):
     """A node of the graph failed while the model ran; names the node's user line."""
 
 
+class SharedValueError(ExecutionError):
+    """One invoke tried to change a value that other invokes' rows share (not a per-row tensor)."""
+
+
 class WeightWriteError(GraphError):
     """A graph tried to change the model's weights, which are read-only inside a trace."""
 

@@ -21,11 +21,13 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import ExecutionError, NNsightError, ShapeMismatchError, TracingError, WeightWriteError
+from ..errors import (ExecutionError, NNsightError, ShapeMismatchError, SharedValueError, TracingError,
+                      WeightWriteError)
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import OPS
 from ..graph.validate import is_validated, validate
 from .batching import Batch, ModuleTarget, Span, view, write
+from .layout import Items
 from .limits import new_budget
 from .planner import RunPlan, plan
 
@@ -129,6 +131,9 @@ class _Executor:
         self.suspended = 0
         self.pending_skips: dict[tuple[str, int], list[tuple[Span, Any]]] = {}
         self.output_ids = None
+        # Batch / sequence dims of every module's values, needed only when some invoke sees part of the batch.
+        self.layouts = None if all(s.full for s in batch.spans.values()) else self.target.layouts_for(batch)
+        self.copies: list[tuple[Node, torch.Tensor, int]] = []   # private copies given to jobs sharing the batch
         self.grad_targets = set(run_plan.grads)
         if run_plan.needs_grad and any(not span.full for span in batch.spans.values()):
             raise TracingError(
@@ -158,6 +163,8 @@ class _Executor:
                     module(*batch.args, **batch.kwargs)
             for node in run_plan.after:
                 self._exec(node, None)
+            if self.copies:
+                self._check_copies()
         finally:
             for handle in handles:
                 handle.remove()
@@ -212,6 +219,8 @@ class _Executor:
             frame = _Frame("input", path or "model", args=args, kwargs=kwargs)
             for node in nodes:
                 self._exec(node, frame)
+            if self.copies:
+                self._check_copies()
             return (frame.args, frame.kwargs) if frame.changed else None
         return hook
 
@@ -225,10 +234,12 @@ class _Executor:
             for span, value in self.pending_skips.pop((path, call), ()):
                 if not span.full:
                     frame.value = write(frame.value, value, span, self.batch.size, self.seq_len,
-                                        f"{frame.where}.output")
+                                        f"{frame.where}.output", self.layouts.get((path, call, "output")))
                     frame.changed = True
             for node in self._nodes_at(path, call, "output"):
                 self._exec(node, frame)
+            if self.copies:
+                self._check_copies()
             return frame.value if frame.changed else None
         return hook
 
@@ -349,39 +360,82 @@ class _Executor:
     def _span(self, node: Node) -> Span:
         return self.batch.spans[node.invoke]
 
-    def _view(self, node: Node, value: Any) -> Any:
+    def _layout(self, node: Node, kind: str) -> Any:
+        """The recorded layout of the value at a node's event (`execution.layout`), if any."""
+        return self.layouts.get((node.module or "", node.call, kind))
+
+    def _first_input_layout(self, node: Node, frame: _Frame) -> Any:
+        layout = self._layout(node, "input")          # Items([args, kwargs])
+        part = layout.child(0 if frame.args else 1) if isinstance(layout, Items) else None
+        if not isinstance(part, Items):
+            return None
+        return part.child(0 if frame.args else next(iter(frame.kwargs)))
+
+    def _view(self, node: Node, value: Any, layout: Any = None) -> Any:
         span = self.batch.spans[node.invoke]
-        return value if span.full else view(value, span, self.batch.size, self.seq_len)
+        if span.full:
+            return value
+        if not span.shared:
+            return view(value, span, self.batch.size, self.seq_len, layout)
+        fresh: list[torch.Tensor] = []
+        out = view(value, span, self.batch.size, self.seq_len, layout, fresh)
+        self.copies.extend((node, copy, copy._version) for copy in fresh)
+        return out
+
+    def _check_copies(self) -> None:
+        """A job sharing the batch got private copies of values every row shares; writing into one
+        would silently change nothing the model uses, so it fails that job (its neighbours go on)."""
+        kept = []
+        for node, copy, version in self.copies:
+            if copy._version == version or self.groups is None:
+                kept.append((node, copy, version))
+            else:
+                self.failed.setdefault(self.groups[node.id], SharedValueError(
+                    f"{_describe(node)}: this value is shared by every row of the batch (shape "
+                    f"{tuple(copy.shape)}); this job, which shares its forward pass with other jobs, got "
+                    "a private copy, and an in-place write into it would change nothing. Write into "
+                    "per-row values (module outputs) instead.", where=node.line))
+        self.copies = kept
 
     # -- module reads and writes
     def _read_output(self, node: Node, frame: _Frame) -> Any:
-        return self._view(node, frame.value)
+        if self.batch.spans[node.invoke].full:
+            return frame.value
+        return self._view(node, frame.value, self._layout(node, "output"))
 
     def _read_input(self, node: Node, frame: _Frame) -> Any:
-        if frame.args:
-            return self._view(node, frame.args[0])
-        if frame.kwargs:
-            return self._view(node, next(iter(frame.kwargs.values())))
-        raise ExecutionError(f"{frame.where} was called without arguments: it has no .input")
+        if not frame.args and not frame.kwargs:
+            raise ExecutionError(f"{frame.where} was called without arguments: it has no .input")
+        value = frame.args[0] if frame.args else next(iter(frame.kwargs.values()))
+        if self.batch.spans[node.invoke].full:
+            return value
+        return self._view(node, value, self._first_input_layout(node, frame))
 
     def _read_inputs(self, node: Node, frame: _Frame) -> Any:
-        return (self._view(node, tuple(frame.args)), self._view(node, dict(frame.kwargs or {})))
+        both = (tuple(frame.args), dict(frame.kwargs or {}))
+        if self.batch.spans[node.invoke].full:
+            return both
+        return self._view(node, both, self._layout(node, "input"))
 
     def _set_output(self, node: Node, frame: _Frame) -> None:
         new = self._resolve(node.args[0])
-        frame.value = write(frame.value, new, self._span(node), self.batch.size, self.seq_len, f"{frame.where}.output")
+        span = self._span(node)
+        layout = None if span.full else self._layout(node, "output")
+        frame.value = write(frame.value, new, span, self.batch.size, self.seq_len, f"{frame.where}.output", layout)
         frame.changed = True
 
     def _set_input(self, node: Node, frame: _Frame) -> None:
         new = self._resolve(node.args[0])
         span, where = self._span(node), f"{frame.where}.input"
-        if frame.args:
-            frame.args = (write(frame.args[0], new, span, self.batch.size, self.seq_len, where), *frame.args[1:])
-        elif frame.kwargs:
-            key = next(iter(frame.kwargs))
-            frame.kwargs = {**frame.kwargs, key: write(frame.kwargs[key], new, span, self.batch.size, self.seq_len, where)}
-        else:
+        if not frame.args and not frame.kwargs:
             raise ExecutionError(f"{frame.where} was called without arguments: it has no .input to replace")
+        layout = None if span.full else self._first_input_layout(node, frame)
+        if frame.args:
+            frame.args = (write(frame.args[0], new, span, self.batch.size, self.seq_len, where, layout), *frame.args[1:])
+        else:
+            key = next(iter(frame.kwargs))
+            frame.kwargs = {**frame.kwargs, key: write(frame.kwargs[key], new, span, self.batch.size, self.seq_len,
+                                                       where, layout)}
         frame.changed = True
 
     def _set_inputs(self, node: Node, frame: _Frame) -> None:
@@ -390,11 +444,9 @@ class _Executor:
             raise ShapeMismatchError(f"{frame.where}.inputs must be set to (args, kwargs), got {type(new).__name__}")
         args, kwargs = new
         span = self._span(node)
-        if not span.full:
-            args = tuple(write(a, b, span, self.batch.size, self.seq_len, f"{frame.where}.inputs[0][{i}]")
-                         if isinstance(a, torch.Tensor) else b for i, (a, b) in enumerate(zip(frame.args, args)))
-            kwargs = {k: write(frame.kwargs[k], v, span, self.batch.size, self.seq_len, f"{frame.where}.inputs[1][{k!r}]")
-                      if isinstance(frame.kwargs.get(k), torch.Tensor) else v for k, v in kwargs.items()}
+        if not span.full:      # only this invoke's rows of tensors change; shared values only unchanged
+            args, kwargs = write((tuple(frame.args), dict(frame.kwargs or {})), (tuple(args), dict(kwargs)), span,
+                                 self.batch.size, self.seq_len, f"{frame.where}.inputs", self._layout(node, "input"))
         frame.args, frame.kwargs, frame.changed = tuple(args), dict(kwargs), True
 
     def _skip(self, node: Node, frame: _Frame) -> None:

@@ -41,7 +41,7 @@ from .. import protocol
 from ..errors import NNsightError, ProtocolError
 from ..execution.limits import format_bytes
 from ..graph.codec import decode
-from ..execution.merge import job_kind
+from ..execution.merge import job_kind, merge_key
 from .jobs import TERMINAL, JobNotFound, JobRecord, JobStore
 from .scheduler import Pending, next_batch, rotate
 from .worker import LocalWorker, ModelSpec
@@ -177,7 +177,7 @@ class Host:
         self.decoding[owner] = self.decoding.get(owner, 0) + 1
         try:
             loop = asyncio.get_running_loop()
-            kind, invokes = await loop.run_in_executor(self.decoder, self._inspect, data)
+            kind, invokes, key = await loop.run_in_executor(self.decoder, self._inspect, data)
         finally:
             self.decoding[owner] -= 1
             if not self.decoding[owner]:
@@ -189,7 +189,7 @@ class Host:
             raise HostError("model_not_ready", f"model {model_name!r} failed: {model.error}")
         record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
                                    graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
-        model.queue.append(Pending(record.id, owner, record.seq, kind == "trace", invokes))
+        model.queue.append(Pending(record.id, owner, record.seq, key is not None, invokes, key=key or ""))
         self._kick(model_name)
         return self.store.get(record.id)
 
@@ -210,8 +210,8 @@ class Host:
         if blocked:
             raise HostError("too_many_crashes", blocked, "WorkerCrashError")
 
-    def _inspect(self, data: bytes) -> tuple[str, int]:
-        """(kind, invokes) of a graph, after the size limits, decoding and validation (in a thread)."""
+    def _inspect(self, data: bytes) -> tuple[str, int, str | None]:
+        """(kind, invokes, merge key) of a graph, after the size limits, decoding and validation (in a thread)."""
         if len(data) >= 8:
             _, header = struct.unpack_from("<4sI", data)
             body = len(data) - 8 - header
@@ -231,7 +231,7 @@ class Host:
             raise HostError("graph_too_large", f"the graph has {len(graph.nodes)} nodes, over this host's "
                             f"limit of {self.max_graph_nodes} (c.NNsightHost.max_graph_nodes): split the work "
                             "into several traces", "ResourceLimitError")
-        return job_kind(graph), sum(len(run.invokes) for run in graph.runs)
+        return job_kind(graph), sum(len(run.invokes) for run in graph.runs), merge_key(graph)
 
     def cancel(self, owner: str, job_id: str) -> JobRecord:
         record = self._own(owner, job_id)
@@ -364,6 +364,7 @@ class Host:
                                            error_message=error["message"])
             self._notify_status(record)
             return
+        batch_id = report.get("batch_id", batch_id)     # the forward pass it ran in (a split batch: <id>.<n>)
         header = {"type": protocol.RESULT, "batch_id": batch_id, "rows": report["rows"], "logs": report["logs"],
                   "missing": report["missing"]}
         try:

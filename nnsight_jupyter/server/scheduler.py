@@ -5,8 +5,10 @@ Rules (also in docs/scheduling.md):
 * Users take turns: the next batch starts with the oldest queued job of the user served least
   recently, so one user's long queue cannot starve another's single job.
 * A forward-only trace (one run, no gradients, no generation, no training) is *mergeable*: other
-  users' (and the same user's) mergeable jobs join its batch, taken in turn across users, up to
-  `max_jobs` jobs and `max_invokes` invokes. Every job keeps its own rows.
+  users' (and the same user's) mergeable jobs with the same `key` (the canonical text of their
+  invokes' keyword arguments, `execution.merge.merge_key`) join its batch, taken in turn across
+  users, up to `max_jobs` jobs and `max_invokes` invokes. Every job keeps its own rows. (The worker
+  checks again, with the model's recorded layouts, and runs alone a job that may not share.)
 * Anything else (sessions, generation, gradients) runs alone. So does a job re-queued after it
   timed out in a merged batch (`solo`), so one slow job cannot take others down with it twice.
 """
@@ -27,6 +29,7 @@ class Pending:
     invokes: int
     solo: bool = False
     position_sent: int | None = None   # the queue position its listeners were last told
+    key: str = ""                      # jobs merge only with jobs of the same key (invoke keyword arguments)
 
 
 def next_batch(queue: list[Pending], served: list[str], *, max_jobs: int = 16, max_invokes: int = 64) -> list[Pending]:
@@ -52,7 +55,7 @@ def next_batch(queue: list[Pending], served: list[str], *, max_jobs: int = 16, m
         progress = False
         for owner in rounds:
             jobs = by_owner[owner]
-            while cursors[owner] < len(jobs) and (not jobs[cursors[owner]].mergeable or jobs[cursors[owner]].solo):
+            while cursors[owner] < len(jobs) and not _joins(jobs[cursors[owner]], first):
                 cursors[owner] += 1
             if cursors[owner] >= len(jobs) or len(batch) >= max_jobs:
                 continue
@@ -64,6 +67,11 @@ def next_batch(queue: list[Pending], served: list[str], *, max_jobs: int = 16, m
             cursors[owner] += 1
             progress = True
     return batch
+
+
+def _joins(job: Pending, first: Pending) -> bool:
+    """Whether `job` may share `first`'s forward pass."""
+    return job.mergeable and not job.solo and job.key == first.key
 
 
 def rotate(served: list[str], owner: str) -> None:

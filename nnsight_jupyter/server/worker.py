@@ -10,8 +10,10 @@ host -> worker   {"type": "batch", "batch_id", "jobs": [{"job_id", "graph": byte
                  {"type": "cancel", "job_id"}            {"type": "stop"}
 worker -> host   {"type": "ready", "info": {...}}          {"type": "failed", "error": str}
                  {"type": "progress", "job_id", "step", "steps"}
-                 {"type": "done", "batch_id", "jobs": {job_id: {"ok": True, "payload", "rows", "logs",
-                  "missing"} | {"ok": False, "error": {"type", "message"}}}}
+                 {"type": "done", "batch_id", "jobs": {job_id: {"ok": True, "payload", "rows", "batch_id",
+                  "logs", "missing"} | {"ok": False, "error": {"type", "message"}}}}
+                 (a job's own "batch_id" is "<batch_id>.<n>" when the batch's jobs ran in several forward
+                 passes: some could not share one)
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def worker_main(conn: Any, spec: ModelSpec) -> None:
 
         model, tokenizer = load_model(spec)
         target = LanguageTarget(model, tokenizer)
-        target.record_order()
+        target.record_order(layouts=True)
         conn.send({"type": "ready", "info": describe(spec.name, model, tokenizer, target.order)})
     except BaseException as error:  # noqa: BLE001 - report any load failure to the host
         conn.send({"type": "failed", "error": f"{type(error).__name__}: {error}"})
@@ -204,7 +206,7 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
     """Decode each job's graph, run mergeable ones together and the rest alone, encode results."""
     from ..errors import JobCancelledError, NNsightError
     from ..execution import execute
-    from ..execution.merge import JobOutcome, why_not_mergeable
+    from ..execution.merge import JobOutcome, job_kind
     from ..graph.codec import decode, encode_values
 
     outcomes: dict[str, JobOutcome] = {}
@@ -214,12 +216,20 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
             graphs[job["job_id"]] = decode(job["graph"])
         except Exception as error:  # noqa: BLE001 - a graph that cannot be decoded fails its job only
             outcomes[job["job_id"]] = JobOutcome(error=_internal(error))
-    mergeable = [j for j in graphs if why_not_mergeable(graphs[j]) is None]
-    alone = [j for j in graphs if j not in mergeable]
-    if len(mergeable) == 1:
-        alone.append(mergeable.pop())
-    if mergeable:
-        alone.extend(_run_merged(mergeable, graphs, target, outcomes))
+    # Forward-only traces go to execute_batch, which merges those that may share a forward pass
+    # (same invoke keyword arguments, no shared value reached) and runs the others alone.
+    traces = [j for j in graphs if job_kind(graphs[j]) == "trace"]
+    alone = [j for j in graphs if j not in traces]
+    if traces:
+        again = _run_merged(traces, graphs, target, outcomes)
+        alone.extend(again)
+        traces = [j for j in traces if j not in again]
+    # The forward pass each job ran in: the batch's id, or <id>.<n> when the batch was split.
+    passes = {outcomes[j].part for j in traces} | ({-1} if traces and alone else set())
+    ran_in = {j: f"{message['batch_id']}.{outcomes[j].part}" if len(passes) > 1 else message["batch_id"]
+              for j in traces}
+    ran_in.update({j: f"{message['batch_id']}.alone{n}" if len(graphs) > 1 else message["batch_id"]
+                   for n, j in enumerate(alone)})
     for job_id in alone:
         graph = graphs[job_id]
         steps = graph.runs[-1].options.get("max_new_tokens", 0) if graph.runs else 0
@@ -252,6 +262,7 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
                            f"{spec.max_result_bytes}: save less (a slice, a mean) or ask for a higher limit"}}
             continue
         report[job_id] = {"ok": True, "payload": payload, "rows": list(outcome.rows or (0, 0)),
+                          "batch_id": ran_in.get(job_id, message["batch_id"]),
                           "logs": [list(entry) for entry in result.logs],
                           "missing": {str(k): v for k, v in result.missing.items()}}
     return {"type": "done", "batch_id": message["batch_id"], "jobs": report}
