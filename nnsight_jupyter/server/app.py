@@ -24,8 +24,9 @@ configured it hosts none and says so in its status; `make run` and `nnsight-jupy
 `smollm2-135m`. Models load in the background after the server starts.
 
 The job store (`db_path`, default `<jupyter data dir>/nnsight_jupyter/jobs.sqlite`, results beside it)
-must lie outside the server's root_dir; if it doesn't, the server runs but hosts nothing, and its
-status says why (`RefusedHost`).
+must lie where the contents API cannot serve it: outside the server's root_dir, or in a hidden folder
+under it (the default, for a server started from a home directory) while `ContentsManager.allow_hidden`
+is off. If it doesn't, the server runs but hosts nothing, and its status says why (`RefusedHost`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ from .jobs import JobStore
 from .worker import ModelSpec
 
 DEFAULT_MODELS = {"smollm2-135m": {"source": "bundled:smollm2-135m", "dtype": "float32", "device_map": None}}
+
+
+def served_by_contents(folder: Path, root: Path, allow_hidden: bool) -> bool:
+    """Whether Jupyter's contents, files and view endpoints can serve files in `folder` (both real
+    paths): it is `root` or under it, and no part of it below `root` is hidden ('.x') from them.
+
+    A server started from a home directory keeps the default store under `~/.local/share`: hidden,
+    so not served unless `ContentsManager.allow_hidden` is set."""
+    if folder != root and root not in folder.parents:
+        return False
+    hidden = any(part.startswith(".") for part in folder.relative_to(root).parts)
+    return allow_hidden or not hidden
 
 
 class RefusedHost(Host):
@@ -155,8 +168,8 @@ class NNsightHost(ExtensionApp):
         path = Path(self.db_path or os.path.join(jupyter_data_dir(), "nnsight_jupyter", "jobs.sqlite"))
         path = Path(os.path.realpath(path.expanduser()))
         root = Path(os.path.realpath(Path(self.serverapp.root_dir).expanduser()))
-        folder = path.parent                # the store's results live beside the database, in this folder
-        if folder == root or root in folder.parents:
+        allow_hidden = bool(getattr(self.serverapp.contents_manager, "allow_hidden", False))
+        if served_by_contents(path.parent, root, allow_hidden):   # results live beside the database
             raise UnsafeConfigError(
                 f"the job store {path} would be inside the server's root_dir {root}, where the contents API "
                 "serves it (every user's graphs, prompts and results): set c.NNsightHost.db_path to a file "

@@ -12,10 +12,12 @@ import json
 import os
 import stat
 import time
+import urllib.error
 from pathlib import Path
 
 import pytest
 
+from nnsight_jupyter.server.app import served_by_contents
 from nnsight_jupyter.server.jobs import JobStore
 from nnsight_jupyter.server.launch import host_paths
 
@@ -120,3 +122,27 @@ def test_job_store_through_a_symlink_into_root_dir_is_refused(make_host, tmp_pat
     host.start(wait_ready=False)
     status = _status(host)
     assert status["models"] == {} and "inside the server's root_dir" in status["error"]
+
+
+def test_only_folders_the_contents_api_can_serve_are_refused(tmp_path):
+    root = tmp_path / "home"
+    default = root / ".local" / "share" / "jupyter" / "nnsight_jupyter"
+    assert not served_by_contents(default, root, allow_hidden=False)    # `jupyter lab` started from ~
+    assert served_by_contents(default, root, allow_hidden=True)
+    assert served_by_contents(root / "state", root, allow_hidden=False)
+    assert served_by_contents(root, root, allow_hidden=False)
+    assert not served_by_contents(tmp_path / "elsewhere", root, allow_hidden=True)
+
+
+def test_default_store_in_a_hidden_folder_of_root_dir_is_hosted_and_not_served(make_host):
+    host = make_host(start=False)
+    hidden = host_paths(host.root)["root_dir"] / ".local" / "share" / "jobs.sqlite"
+    host.host_config["db_path"] = str(hidden)
+    host.start()
+    assert host.get("nnsight/api/status")["models"]["tiny"]["state"] == "ready" and hidden.exists()
+    for path in ("api/contents/.local/share/jobs.sqlite", "files/.local/share/jobs.sqlite"):
+        try:
+            with host.request(path):
+                raise AssertionError(f"{path} was served")
+        except urllib.error.HTTPError as error:
+            assert error.code == 404
