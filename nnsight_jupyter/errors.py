@@ -9,18 +9,101 @@ of a module list is an `IndexError`.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+Shape = tuple  # a tensor shape, as a tuple of ints
+
 
 class NNsightError(Exception):
-    """Base of every error raised by nnsight_jupyter.
+    """Base of every error raised by nnsight_jupyter, and its context as data.
 
-    `where` is the user's source location ("file.py:12") when one is known; it is put in
-    front of the message so the first thing a user reads is their own line.
+    Fields (each None / empty when not known):
+
+    * `reason`: what happened (the sentence given to the constructor);
+    * `where`:  the user's source line ("file.py:12"), put in front of the message so the first thing
+      a user reads is their own line;
+    * `module`: the module path the error is about ("model.layers.0"; "" is the root model);
+    * `shapes`: named shapes involved ({"expected": (1, 6, 64), "written": (1, 6, 37)});
+    * `fix`:    how to fix it.
+
+    The message (`str(error)`) is composed from the fields in one place, `__str__`: the line, the
+    reason, then the module and the shapes unless the reason names them already, then the fix. Context
+    learnt as the error travels up (the node's line and module, the user's line in a trace) is
+    attached one way, `error.at(...)`, which fills only fields still missing. `fields()` /
+    `from_fields()` carry the same fields across the wire, so a remote error reads as the local one.
     """
 
-    def __init__(self, message: str, *, where: str | None = None):
-        self.where = where
+    def __init__(self, message: str, *, where: str | None = None, module: str | None = None,
+                 shapes: Mapping[str, Any] | None = None, fix: str | None = None):
+        super().__init__(message)
         self.reason = message
-        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where or None
+        self.module = module
+        self.shapes: dict[str, Shape] = {k: tuple(v) for k, v in shapes.items()} if shapes else {}
+        self.fix = fix or None
+
+    def at(self, *, where: str | None = None, module: str | None = None,
+           shapes: Mapping[str, Any] | None = None, fix: str | None = None) -> "NNsightError":
+        """Fill the fields that are still missing (never overwrite one); returns the error itself."""
+        if self.where is None and where:
+            self.where = where
+        if self.module is None and module is not None:
+            self.module = module
+        if not self.shapes and shapes:
+            self.shapes = {k: tuple(v) for k, v in shapes.items()}
+        if self.fix is None and fix:
+            self.fix = fix
+        return self
+
+    def __str__(self) -> str:
+        text = self.reason
+        module = _module_name(self.module)
+        if module is not None and module not in text:
+            text += f" (module {module})"
+        if self.shapes:
+            missing = [f"{name} {shape}" for name, shape in self.shapes.items() if str(shape) not in text]
+            if missing:
+                text += f" (shapes: {', '.join(missing)})"
+        if self.fix:
+            text += f". {self.fix}" if not text.endswith((".", ":", "!", "?")) else f" {self.fix}"
+        return f"{self.where}: {text}" if self.where else text
+
+    def fields(self) -> dict[str, Any]:
+        """The error as JSON-able data: type, message and each known field (see docs/protocol.md)."""
+        data: dict[str, Any] = {"type": type(self).__name__, "message": str(self), "reason": self.reason}
+        if self.where:
+            data["line"] = self.where
+        if self.module is not None:
+            data["module"] = self.module
+        if self.shapes:
+            data["shapes"] = {k: [int(d) for d in v] for k, v in self.shapes.items()}
+        if self.fix:
+            data["fix"] = self.fix
+        return data
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any], **extra: Any) -> "NNsightError":
+        """An error of this class rebuilt from `fields()` output (unknown or malformed fields are
+        dropped); `extra` goes to the constructor (RemoteError's `remote_type`)."""
+        reason = data.get("reason")
+        if not isinstance(reason, str):
+            reason = str(data.get("message") or "")
+        line, module, fix = data.get("line"), data.get("module"), data.get("fix")
+        shapes = data.get("shapes")
+        if not (isinstance(shapes, dict) and all(isinstance(v, (list, tuple)) and all(type(d) is int for d in v)
+                                                 for v in shapes.values())):
+            shapes = None
+        return cls(reason, where=line if isinstance(line, str) else None,
+                   module=module if isinstance(module, str) else None,
+                   shapes={str(k): tuple(v) for k, v in shapes.items()} if shapes else None,
+                   fix=fix if isinstance(fix, str) else None, **extra)
+
+
+def _module_name(path: str | None) -> str | None:
+    """How a module path reads in a message ("" is the root model)."""
+    if path is None:
+        return None
+    return path or "model"
 
 
 class GraphError(NNsightError):
@@ -61,7 +144,13 @@ class ShapeMismatchError(NNsightError):
 
 
 class ExecutionError(NNsightError):
-    """A node of the graph failed while the model ran; names the node's user line."""
+    """A node of the graph cannot run on this model, or failed while the model ran; names the node's
+    user line, the module and the shapes involved."""
+
+
+class InputError(ExecutionError):
+    """The invokes' inputs cannot be made into the model's call: no input, an empty prompt, a value
+    the model does not take, or invokes whose inputs cannot run as one batch."""
 
 
 class SharedValueError(ExecutionError):
@@ -87,9 +176,9 @@ class ProtocolError(NNsightError):
 class RemoteError(NNsightError):
     """A job failed on the model host; `remote_type` is the host-side error's type name."""
 
-    def __init__(self, message: str, *, remote_type: str = "NNsightError", where: str | None = None):
+    def __init__(self, message: str, *, remote_type: str = "NNsightError", **fields: Any):
         self.remote_type = remote_type
-        super().__init__(message, where=where)
+        super().__init__(message, **fields)
 
 
 class QueueFullError(RemoteError):

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ShapeMismatchError, SharedValueError, TracingError
+from ..errors import ExecutionError, InputError, ShapeMismatchError, SharedValueError
 from ..graph.nodes import Run
 from .layout import UNRECORDED, Event, Items, Layout, Leaf, language_layouts, record_module_layouts
 from .order import ExecutionOrder, record_order_fake
@@ -87,7 +87,7 @@ class ModuleTarget:
         to jobs when several jobs share the batch: an all-rows invoke then sees its own job's rows."""
         real = [(i, a, k) for i, a, k, all_rows in inputs if not all_rows]
         if not real:
-            raise TracingError("this trace has no input: pass one to .trace(...) or to tracer.invoke(...)")
+            raise InputError("this trace has no input", fix="Pass one to .trace(...) or to tracer.invoke(...).")
         if len(real) == 1:
             _, args, kwargs = real[0]
             size = _batch_size(args, kwargs)
@@ -119,7 +119,8 @@ class ModuleTarget:
         return order.layouts
 
     def generate(self, batch: Batch, options: dict) -> torch.Tensor:
-        raise TracingError("generate() needs a language model (LanguageModel); NNsight modules only trace")
+        raise ExecutionError("generate() needs a language model (LanguageModel); NNsight modules only trace",
+                             fix="Use .trace(...), or wrap a causal language model in LanguageModel.")
 
 
 class LanguageTarget(ModuleTarget):
@@ -171,10 +172,9 @@ class LanguageTarget(ModuleTarget):
         if not args and "input_ids" in kwargs:
             args = (kwargs,)
         if len(args) != 1:
-            raise TracingError(
-                "a LanguageModel invoke takes one input: a prompt, a list of prompts, a tensor of "
-                f"token ids or a dict with input_ids; got {len(args)} positional arguments"
-            )
+            raise InputError(
+                f"a LanguageModel invoke takes one input; got {len(args)} positional arguments",
+                fix="Pass a prompt, a list of prompts, a tensor of token ids or a dict with input_ids.")
         item = args[0]
         if isinstance(item, str):
             return [self._encode(item)]
@@ -193,10 +193,9 @@ class LanguageTarget(ModuleTarget):
                 return [row.tolist() for row in ids]
             mask = torch.as_tensor(mask).reshape(ids.shape).bool()
             return [row[m].tolist() for row, m in zip(ids, mask)]
-        raise TracingError(
-            f"cannot use {type(item).__name__} as a LanguageModel input: pass a string, a list of "
-            "strings, a [batch, seq] tensor of token ids or a dict with input_ids"
-        )
+        raise InputError(
+            f"cannot use {type(item).__name__} as a LanguageModel input",
+            fix="Pass a string, a list of strings, a [batch, seq] tensor of token ids or a dict with input_ids.")
 
     def _encode(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt)["input_ids"])
@@ -215,19 +214,20 @@ class LanguageTarget(ModuleTarget):
                 continue
             rows = self._rows(args, kwargs)
             if not rows or any(len(r) == 0 for r in rows):
-                raise TracingError(f"invoke {i} has an empty prompt: every row needs at least one token")
+                raise InputError(f"invoke {i} has an empty prompt: every row needs at least one token",
+                                 fix="Give every prompt at least one token.")
             invoke_rows.append((i, rows))
             own = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
             if extra is None:
                 extra, first = own, i
             elif not same_kwargs(own, extra):
-                raise TracingError(
+                raise InputError(
                     f"invokes {first} and {i} of this trace pass different keyword arguments "
                     f"({sorted(extra)} vs {sorted(own)}): they run as one forward pass, so one call's "
-                    "arguments would apply to both. Pass the same keyword arguments to every invoke, "
-                    "or use separate traces.")
+                    "arguments would apply to both.",
+                    fix="Pass the same keyword arguments to every invoke, or use separate traces.")
         if not invoke_rows:
-            raise TracingError("this trace has no input: pass a prompt to .trace(...) or to tracer.invoke(...)")
+            raise InputError("this trace has no input", fix="Pass a prompt to .trace(...) or to tracer.invoke(...).")
         seq_len = max(len(r) for _, rows in invoke_rows for r in rows)
         pad_id = self.pad_id()
         ids, mask, pad_left, spans = [], [], [], {}
@@ -298,7 +298,8 @@ def _all_rows_spans(inputs: list, spans: dict[int, Span], size: int, seq_len: in
             continue
         own = [spans[j] for j, _, _, other in inputs if not other and groups.get(j) == groups.get(i)]
         if not own:
-            raise TracingError("an invoke with no input needs another invoke with input in the same trace")
+            raise InputError("an invoke with no input needs another invoke with input in the same trace",
+                             fix="Give this job an invoke with an input.")
         start, stop = min(s.start for s in own), max(s.stop for s in own)
         pad = min(s.pad for s in own) if seq_len is not None else 0
         shared = own[0].shared
@@ -356,10 +357,10 @@ def _concat_invokes(real: list[tuple[int, tuple, dict]]):
     spans, start = {}, 0
     for i, args, kwargs in real:
         if len(args) != len(first_args) or kwargs.keys() != first_kwargs.keys():
-            raise TracingError(
+            raise InputError(
                 "invokes of an NNsight module must pass the same arguments to be batched; "
-                f"invoke {i} differs from invoke {real[0][0]}"
-            )
+                f"invoke {i} differs from invoke {real[0][0]}",
+                fix="Pass the same positional and keyword arguments to every invoke, or use separate traces.")
         size = _batch_size(args, kwargs)
         spans[i] = Span(start, start + size)
         start += size
@@ -368,7 +369,8 @@ def _concat_invokes(real: list[tuple[int, tuple, dict]]):
         if isinstance(values[0], torch.Tensor):
             return torch.cat(values, dim=0)
         if any(v != values[0] for v in values[1:]):
-            raise TracingError("non-tensor arguments of batched invokes must be equal")
+            raise InputError("non-tensor arguments of batched invokes must be equal",
+                             fix="Pass equal non-tensor arguments to every invoke, or use separate traces.")
         return values[0]
 
     args = tuple(merge([r[1][j] for r in real]) for j in range(len(first_args)))
@@ -483,7 +485,8 @@ def write(current: Any, new: Any, span: Span, size: int, seq_len: int | None, wh
             else:
                 raise ShapeMismatchError(
                     f"{where} is a tensor of shape {tuple(current.shape)}; cannot replace it by a "
-                    f"{type(new).__name__}. Assign a tensor of the same shape.")
+                    f"{type(new).__name__}", shapes={"expected": tuple(current.shape)},
+                    fix="Assign a tensor of the same shape.")
         if span.full:
             target = current
         else:
@@ -494,13 +497,15 @@ def write(current: Any, new: Any, span: Span, size: int, seq_len: int | None, wh
                 reason = target.reason if isinstance(target, Withheld) else (
                     f"it has no batch dim (shape {tuple(current.shape)}): every row of the batch shares it")
                 raise SharedValueError(
-                    f"{where} cannot be changed by one invoke of a batch: {reason}. Change a per-row "
-                    "value instead, or run this trace with a single invoke.")
+                    f"{where} cannot be changed by one invoke of a batch: {reason}",
+                    shapes={"value": tuple(current.shape), "written": tuple(new.shape)},
+                    fix="Change a per-row value instead, or run this trace with a single invoke.")
         if tuple(new.shape) != tuple(target.shape):
             raise ShapeMismatchError(
-                f"{where} has shape {tuple(target.shape)} but the value written has shape "
-                f"{tuple(new.shape)}. Write a tensor of shape {tuple(target.shape)} (slice or reshape "
-                "it), or index the part you mean to change, e.g. `.output[:, -1] = v`.")
+                f"{where} has shape {tuple(target.shape)} but the value written has shape {tuple(new.shape)}",
+                shapes={"expected": tuple(target.shape), "written": tuple(new.shape)},
+                fix=f"Write a tensor of shape {tuple(target.shape)} (slice or reshape it), or index the part "
+                    "you mean to change, e.g. `.output[:, -1] = v`.")
         if span.full:
             return new.to(dtype=current.dtype, device=current.device)
         target.copy_(new)
@@ -509,7 +514,8 @@ def write(current: Any, new: Any, span: Span, size: int, seq_len: int | None, wh
     if isinstance(current, (tuple, list)) and isinstance(new, (tuple, list)):
         if len(new) != len(current):
             raise ShapeMismatchError(f"{where} is a {type(current).__name__} of {len(current)} items; "
-                                     f"the value written has {len(new)}")
+                                     f"the value written has {len(new)}",
+                                     fix=f"Write a {type(current).__name__} of {len(current)} items.")
         items = [write(c, n, span, size, seq_len, f"{where}[{i}]", _child(children, i))
                  for i, (c, n) in enumerate(zip(current, new))]
         return type(current)(items) if isinstance(current, list) else tuple(items)
@@ -519,7 +525,7 @@ def write(current: Any, new: Any, span: Span, size: int, seq_len: int | None, wh
         if new.keys() != current.keys():
             raise SharedValueError(
                 f"{where} has the keys {sorted(current)}; one invoke of a batch cannot add or remove "
-                f"keys ({sorted(new)}): that would change every row. Keep its keys and change tensors.")
+                f"keys ({sorted(new)}): that would change every row", fix="Keep its keys and change tensors.")
         written = {k: write(current[k], new[k], span, size, seq_len, f"{where}[{k!r}]", _child(children, k))
                    for k in current}
         try:
@@ -530,8 +536,8 @@ def write(current: Any, new: Any, span: Span, size: int, seq_len: int | None, wh
         return current                       # written back unchanged
     raise SharedValueError(
         f"{where} is a {type(current).__name__} shared by every row of the batch; one invoke cannot "
-        f"replace it by a {type(new).__name__} (that would change every row). Change per-row tensors, "
-        "or run this trace with a single invoke.")
+        f"replace it by a {type(new).__name__} (that would change every row)",
+        fix="Change per-row tensors, or run this trace with a single invoke.")
 
 
 def _same(a: Any, b: Any) -> bool:

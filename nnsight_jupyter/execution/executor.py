@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import (ExecutionError, NNsightError, ShapeMismatchError, SharedValueError, TracingError,
+from ..errors import (ExecutionError, NNsightError, OutOfOrderError, ShapeMismatchError, SharedValueError,
                       WeightWriteError)
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import OPS
@@ -106,7 +106,8 @@ class _Executor:
 
     def run(self) -> Result:
         if self.graph.parameters:
-            raise TracingError("job-owned parameters (training inside a session) are not supported yet")
+            raise ExecutionError("job-owned parameters (training inside a session) are not supported yet",
+                                 fix="Train outside the trace: keep the parameters in your own code.")
         first = self.graph.runs[0]
         batches = {first.id: self._batch(first)}
         order = self.target.ensure_order(batches[first.id])
@@ -136,9 +137,9 @@ class _Executor:
         self.copies: list[tuple[Node, torch.Tensor, int]] = []   # private copies given to jobs sharing the batch
         self.grad_targets = set(run_plan.grads)
         if run_plan.needs_grad and any(not span.full for span in batch.spans.values()):
-            raise TracingError(
-                "gradients in a trace with several invokes (or padded rows) are not supported yet: "
-                "use one invoke per trace for backward()")
+            raise ExecutionError(
+                "gradients in a trace with several invokes (or padded rows) are not supported yet",
+                fix="Use one invoke per trace for backward().")
         for node in run_plan.before:
             self._exec(node, None)
         module = self.target.module
@@ -283,7 +284,9 @@ class _Executor:
                 else:                                   # nothing to look up (planned nodes only)
                     args, kwargs = node.args, node.kwargs
                 if op.kind == "method" and not isinstance(args[0], torch.Tensor):
-                    raise ExecutionError(f"{node.op} needs a tensor, got {type(args[0]).__name__}")
+                    raise ExecutionError(f"{node.op} needs a tensor, got {type(args[0]).__name__}",
+                                         fix=f"Call {node.op.split('.')[-1]} on a tensor (a module's output, "
+                                             "or torch.tensor(...) of the value).")
                 if op.writes is not None:
                     for written in op.written(args, kwargs):
                         self._check_not_weight(written, node)
@@ -293,17 +296,59 @@ class _Executor:
             if budget is not None:
                 budget.after(node, value, args, self.groups[node.id] if self.groups else 0)
         except NNsightError as error:
-            if error.where is None and node.line:
-                error.where = node.line
-                error.args = (f"{node.line}: {error.args[0]}",)
+            error.at(where=node.line, module=self._module_of(node))
             raise
         except Exception as error:  # noqa: BLE001 - every failure inside a node names its line
-            raise ExecutionError(f"{_describe(node)} failed: {type(error).__name__}: {error}",
-                                 where=node.line) from error
+            raise self._op_failed(node, error) from error
         self.values[node.id] = value
         if node.id in self.grad_targets and isinstance(value, torch.Tensor) and not value.requires_grad:
             if value.grad_fn is None and value.is_floating_point():
                 value.requires_grad_(True)
+
+    def _module_of(self, node: Node) -> str | None:
+        """The module path a node is about: its own, else that of the value it works on (followed
+        back through first arguments: `h = layers[0].output; h[:, 0] = v` is about layers.0)."""
+        by_id = None
+        for _ in range(16):
+            if node.module is not None:
+                return node.module
+            first = node.args[0] if node.args else None
+            if type(first) is not Ref:
+                return None
+            if by_id is None:
+                by_id = {n.id: n for n in self.graph.nodes}
+            node = by_id.get(first.id)
+            if node is None:
+                return None
+        return None
+
+    def _op_failed(self, node: Node, error: Exception) -> ExecutionError:
+        """The ExecutionError for a torch / Python op that raised: its line, the module of the value
+        it worked on, the shapes of its tensor arguments, and the fix."""
+        try:
+            args = self._resolve(node.args)
+        except NNsightError:
+            args = ()
+        shapes = {f"argument {i}": tuple(a.shape) for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
+        fix = (f"Make the values passed to {node.op} fit each other (their shapes and dtypes), e.g. slice, "
+               "reshape or .to() them first.")
+        if node.op == "setitem" and len(args) == 3 and isinstance(args[0], torch.Tensor):
+            region = None
+            try:
+                region = tuple(args[0][args[1]].shape)
+            except Exception:  # noqa: BLE001 - the index itself is what is wrong
+                pass
+            if region is not None:
+                written = tuple(args[2].shape) if isinstance(args[2], torch.Tensor) else type(args[2]).__name__
+                shapes = {"target": tuple(args[0].shape), "indexed part": region}
+                if isinstance(args[2], torch.Tensor):
+                    shapes["written"] = tuple(args[2].shape)
+                fix = (f"Write a tensor of shape {region} (or one that broadcasts to it) into the indexed "
+                       f"part, not {written}.")
+            else:
+                fix = f"Index within the value's shape {tuple(args[0].shape)}."
+        return ExecutionError(f"{node.op} failed: {type(error).__name__}: {error}", where=node.line,
+                              module=self._module_of(node), shapes=shapes, fix=fix)
 
     def _resolve(self, value: Any) -> Any:
         kind = type(value)
@@ -313,7 +358,8 @@ class _Executor:
             try:
                 return self.values[value.id]
             except KeyError:
-                raise ExecutionError(f"value %{value.id} is used before it was computed") from None
+                raise ExecutionError(f"value %{value.id} is used before it was computed",
+                                     fix="Use a value only after the line that computes it.") from None
         if kind is tuple:
             return tuple([v if type(v) in _CONSTANT else self._resolve(v) for v in value])
         if kind is list:
@@ -335,8 +381,9 @@ class _Executor:
             self.weights = self.target.weight_storages()
         if tensor.untyped_storage().data_ptr() in self.weights:
             raise WeightWriteError(
-                f"{_describe(node)} would change the model's weights, which are read-only inside a "
-                "trace. Work on a copy: `w = model.lm_head.weight.clone()`.", where=node.line)
+                f"{node.op} would change the model's weights, which are read-only inside a trace",
+                shapes={"weight": tuple(tensor.shape)},
+                fix="Work on a copy: `w = model.lm_head.weight.clone()`.")
 
     def _check_frame_not_weight(self, node: Node, frame: Any) -> None:
         """A module.set_* for part of the batch copies into the module's value in place: refuse it
@@ -391,10 +438,11 @@ class _Executor:
                 kept.append((node, copy, version))
             else:
                 self.failed.setdefault(self.groups[node.id], SharedValueError(
-                    f"{_describe(node)}: this value is shared by every row of the batch (shape "
+                    f"{node.op}: this value is shared by every row of the batch (shape "
                     f"{tuple(copy.shape)}); this job, which shares its forward pass with other jobs, got "
-                    "a private copy, and an in-place write into it would change nothing. Write into "
-                    "per-row values (module outputs) instead.", where=node.line))
+                    "a private copy, and an in-place write into it would change nothing",
+                    where=node.line, module=self._module_of(node), shapes={"value": tuple(copy.shape)},
+                    fix="Write into per-row values (module outputs) instead."))
         self.copies = kept
 
     # -- module reads and writes
@@ -405,7 +453,8 @@ class _Executor:
 
     def _read_input(self, node: Node, frame: _Frame) -> Any:
         if not frame.args and not frame.kwargs:
-            raise ExecutionError(f"{frame.where} was called without arguments: it has no .input")
+            raise ExecutionError(f"{frame.where} was called without arguments: it has no .input",
+                                 fix="Read the .output of this module, or the .input of one called with an argument.")
         value = frame.args[0] if frame.args else next(iter(frame.kwargs.values()))
         if self.batch.spans[node.invoke].full:
             return value
@@ -428,7 +477,8 @@ class _Executor:
         new = self._resolve(node.args[0])
         span, where = self._span(node), f"{frame.where}.input"
         if not frame.args and not frame.kwargs:
-            raise ExecutionError(f"{frame.where} was called without arguments: it has no .input to replace")
+            raise ExecutionError(f"{frame.where} was called without arguments: it has no .input to replace",
+                                 fix="Replace the .output of this module, or the .input of one called with an argument.")
         layout = None if span.full else self._first_input_layout(node, frame)
         if frame.args:
             frame.args = (write(frame.args[0], new, span, self.batch.size, self.seq_len, where, layout), *frame.args[1:])
@@ -441,7 +491,8 @@ class _Executor:
     def _set_inputs(self, node: Node, frame: _Frame) -> None:
         new = self._resolve(node.args[0])
         if not (isinstance(new, (tuple, list)) and len(new) == 2 and isinstance(new[1], dict)):
-            raise ShapeMismatchError(f"{frame.where}.inputs must be set to (args, kwargs), got {type(new).__name__}")
+            raise ShapeMismatchError(f"{frame.where}.inputs must be set to (args, kwargs), got {type(new).__name__}",
+                                     fix="Assign a pair: `.inputs = ((x, *rest), {**kwargs})`.")
         args, kwargs = new
         span = self._span(node)
         if not span.full:      # only this invoke's rows of tensors change; shared values only unchanged
@@ -470,7 +521,8 @@ class _Executor:
         if tensor is None:
             tensor = owner._buffers.get(name)
         if tensor is None:
-            raise ExecutionError(f"{path or 'model'} has no parameter or buffer {name!r}")
+            raise ExecutionError(f"{path or 'model'} has no parameter or buffer {name!r}",
+                                 fix="See its .named_parameters() / .named_buffers() for the names it has.")
         return tensor.detach()
 
     # -- results
@@ -491,7 +543,8 @@ class _Executor:
 
     def _result(self, node: Node, frame: Any) -> Any:
         if self.output_ids is None:
-            raise TracingError("tracer.result is only set by model.generate(...)")
+            raise ExecutionError("tracer.result is only set by model.generate(...)",
+                                 fix="Use model.generate(...) to get the generated ids, or read .output.")
         span = self._span(node)
         ids = self.output_ids
         if span.full:
@@ -504,7 +557,8 @@ class _Executor:
         if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
             raise ExecutionError(
                 "backward() needs a tensor that depends on the model's activations; this one does not "
-                "require grad (was it computed from a saved copy?)")
+                "require grad", shapes={"loss": tuple(loss.shape)} if isinstance(loss, torch.Tensor) else None,
+                fix="Compute the loss from module outputs inside the trace, not from a saved copy.")
         targets = [t for t, nodes in self.plan.grads.items() if any(n.backward == node.id for n in nodes)]
         handles = []
         self.grads: dict[int, torch.Tensor] = {}
@@ -512,7 +566,8 @@ class _Executor:
             for target in targets:
                 tensor = self.values[target]
                 if not isinstance(tensor, torch.Tensor) or not tensor.requires_grad:
-                    raise ExecutionError(f"the value of node %{target} does not take part in the gradient")
+                    raise ExecutionError(f"the value of node %{target} does not take part in the gradient",
+                                         fix="Read .grad only of values the loss is computed from.")
                 handles.append(tensor.register_hook(self._grad_hook(target, self.plan.grads[target])))
             torch.autograd.grad(loss, [self.values[t] for t in targets] or [loss], allow_unused=True)
         finally:
@@ -536,18 +591,21 @@ class _Executor:
             return frame.grad
         if target in self.grads:
             return self.grads[target]
-        raise ExecutionError("this gradient has not arrived yet: read .grad of later layers first")
+        raise OutOfOrderError("this gradient has not arrived yet",
+                              fix="Read .grad of later layers first: gradients flow back from the loss.")
 
     def _set_grad(self, node: Node, frame: _GradFrame) -> None:
         target = node.args[0].id
         if frame is None or frame.target != target:
-            raise ExecutionError("a gradient can only be replaced while it flows back: write `h.grad = ...` "
-                                 "before reading the .grad of earlier values")
+            raise OutOfOrderError("a gradient can only be replaced while it flows back",
+                                  fix="Write `h.grad = ...` before reading the .grad of earlier values.")
         new = self._resolve(node.args[1])
         if not isinstance(new, torch.Tensor) or new.shape != frame.grad.shape:
+            written = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
             raise ShapeMismatchError(
-                f"the gradient has shape {tuple(frame.grad.shape)}; the value written has shape "
-                f"{tuple(getattr(new, 'shape', ()))}")
+                f"the gradient has shape {tuple(frame.grad.shape)}; the value written is {written}",
+                shapes={"expected": tuple(frame.grad.shape), **({"written": written} if isinstance(new, torch.Tensor) else {})},
+                fix=f"Write a tensor of shape {tuple(frame.grad.shape)} to .grad.")
         frame.grad = new
 
 
@@ -575,7 +633,3 @@ def _snapshot(value: Any) -> Any:
             return snap
     return value
 
-
-def _describe(node: Node) -> str:
-    where = f" on {node.module or 'model'}" if node.module is not None else ""
-    return f"{node.op}{where}"

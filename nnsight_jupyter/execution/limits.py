@@ -118,9 +118,8 @@ class Budget:
             raise ResourceLimitError(
                 f"{node.op} {verb} {format_bytes(size)} ({size} bytes); with the {format_bytes(held)} this "
                 f"job already holds that is over this host's per-job memory limit of "
-                f"{format_bytes(self.max_memory)} (c.NNsightHost.max_job_memory_bytes = {self.max_memory}). "
-                "Work on smaller pieces (a slice, a mean), or ask the host's owner for a higher limit.",
-                where=node.line or None)
+                f"{format_bytes(self.max_memory)} (c.NNsightHost.max_job_memory_bytes = {self.max_memory})",
+                fix="Work on smaller pieces (a slice, a mean), or ask the host's owner for a higher limit.")
 
     # -- logs
     def charge_log(self, node: Any, line: str, text: str, group: int) -> None:
@@ -132,8 +131,8 @@ class Budget:
         if total > self.max_logs:
             raise ResourceLimitError(
                 f"the job's log output (print inside the trace) reached {total} bytes, over this host's "
-                f"limit of {self.max_logs} bytes per job (c.NNsightHost.max_log_bytes). Print less, or "
-                "save the values instead.", where=node.line or None)
+                f"limit of {self.max_logs} bytes per job (c.NNsightHost.max_log_bytes)",
+                fix="Print less, or save the values instead.")
         self.logs[group] = total
 
 

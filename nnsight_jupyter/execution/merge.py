@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NNsightError, TracingError
+from ..errors import ExecutionError, NNsightError
 from ..graph.nodes import Graph, Invoke, Node, Ref, Run
 from .batching import Batch, ModuleTarget, kwargs_key
 from .executor import Result, _Executor
@@ -156,11 +156,13 @@ def execute_batch(graphs: list[Graph], target: ModuleTarget) -> list[JobOutcome]
     for index, graph in enumerate(graphs):
         reason = _ALONE.get(job_kind(graph))
         if reason is not None:
-            outcomes[index].error = TracingError(f"this job cannot share a forward pass: {reason}")
+            outcomes[index].error = ExecutionError(f"this job cannot share a forward pass: {reason}",
+                                                   fix="Run it alone (execute), not in execute_batch.")
             continue
         try:
             if order is None:
-                raise TracingError("the model's execution order is not recorded yet")
+                raise ExecutionError("the model's execution order is not recorded yet",
+                                     fix="Record it first (target.ensure_order) or run the job alone.")
             plan(graph, {graph.runs[0].id: order})
             checked[index] = _own_batch(graph, target) if len(graphs) > 1 else None
         except NNsightError as error:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import OutOfOrderError, TracingError
+from ..errors import ExecutionError, OutOfOrderError
 from ..graph.nodes import Graph, Node, Ref, Run
 from .order import ExecutionOrder
 
@@ -94,6 +94,7 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
     last_access: dict[tuple[int, int], Node] = {}
     cursor: dict[tuple[int, int], tuple] = {}
     grad_anchor_target: dict[tuple, int] = {}
+    last_grad: dict[tuple[int, int, Any], tuple[Node, tuple]] = {}    # (run, invoke, backward) -> node, anchor
     for node in graph.nodes:
         run_plan = plans[node.run]
         key = (node.run, node.invoke)
@@ -119,8 +120,16 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
             target = node.args[0].id
             t_anchor = anchors[target]
             if t_anchor[0] != 1:
-                raise TracingError(f"{node.line}: .grad of a value that is not computed in the forward pass")
+                raise ExecutionError(
+                    ".grad of a value that is not computed in the forward pass", where=node.line,
+                    fix="Read .grad of module values (h = model.layers[0].output) or values computed from "
+                        "them inside the trace. Nothing was run.")
             anchor = (3, -t_anchor[1], -t_anchor[2])
+            grad_key = (node.run, node.invoke, node.backward)
+            previous = last_grad.get(grad_key)
+            if previous is not None and anchor < previous[1]:
+                raise _grad_out_of_order(graph, node, previous[0])
+            last_grad[grad_key] = (node, anchor)
             grad_anchor_target.setdefault(anchor, target)
             anchor = max(anchor, cur)
             run_plan.grads.setdefault(target, [])
@@ -147,16 +156,18 @@ def _index(graph: Graph, node_id: int | None) -> int:
 
 def _event_anchor(node: Node, kind: str, order: ExecutionOrder, graph: Graph) -> tuple:
     if node.step < 0:
-        raise TracingError(
-            f"{node.line}: {node.module or 'the model'}.{kind} is read after a `tracer.all()` / open "
-            "`tracer.iter[a:]` loop, when every generation step has run; move it inside the loop")
+        raise OutOfOrderError(
+            f"{node.module or 'the model'}.{kind} is read after a `tracer.all()` / open "
+            "`tracer.iter[a:]` loop, when every generation step has run", where=node.line,
+            module=node.module, fix="Move it inside the loop.")
     pos = order.position.get((node.module or "", node.call, kind))
     if pos is None:
         path = node.module or "the model"
         raise OutOfOrderError(
             f"{path} {order.describe(node.module or '')}, so call {node.call} of it can't be "
-            f"intervened on. Use a module that runs (see print(model)) or a call index below "
-            f"{order.calls.get(node.module or '', 0)}.", where=node.line)
+            f"intervened on", where=node.line, module=node.module,
+            fix=f"Use a module that runs (see print(model)) or a call index below "
+                f"{order.calls.get(node.module or '', 0)}.")
     return (1, node.step, pos)
 
 
@@ -195,14 +206,32 @@ def _out_of_order(node: Node, previous: Node | None, order: ExecutionOrder) -> O
     prev = f"{_name(previous)} (line {previous.line})" if previous is not None else "an earlier access"
     return OutOfOrderError(
         f"{_name(node)} is used after {prev}, but the forward pass reaches {_name(node)} first: "
-        f"within one invoke, modules must be accessed in the order the forward pass runs them. "
-        f"Move this line above the other, or put it in a separate invoke or trace. "
-        f"Nothing was run.", where=node.line)
+        f"within one invoke, modules must be accessed in the order the forward pass runs them",
+        where=node.line, module=node.module,
+        fix="Move this line above the other, or put it in a separate invoke or trace. Nothing was run.")
 
 
 def _uses_later_value(node: Node, source: Node) -> OutOfOrderError:
     return OutOfOrderError(
         f"{_name(node)} is written with a value computed from {_name(source) if source.module is not None else 'a value'} "
-        f"(line {source.line}), which the model only computes later in the same forward pass. "
-        "Compute the value in an earlier trace of a session, or from a module that runs earlier. "
-        "Nothing was run.", where=node.line)
+        f"(line {source.line}), which the model only computes later in the same forward pass",
+        where=node.line, module=node.module,
+        fix="Compute the value in an earlier trace of a session, or from a module that runs earlier. "
+            "Nothing was run.")
+
+
+def _grad_name(graph: Graph, node: Node) -> str:
+    """`<module>.output.grad` for a grad / set_grad node (or `.grad of value %n`)."""
+    target = graph.nodes[_index(graph, node.args[0].id)]
+    return f"{_name(target)}.grad" if target.module is not None else f".grad of value %{target.id}"
+
+
+def _grad_out_of_order(graph: Graph, node: Node, previous: Node) -> OutOfOrderError:
+    name, prev = _grad_name(graph, node), _grad_name(graph, previous)
+    target = graph.nodes[_index(graph, node.args[0].id)]
+    return OutOfOrderError(
+        f"{name} is used after {prev} (line {previous.line}), but the backward pass reaches {name} "
+        f"first: gradients arrive in reverse order of the forward pass, so inside `with loss.backward():` "
+        f".grad of later modules must be read and written before that of earlier ones",
+        where=node.line, module=target.module,
+        fix="Move this line above the other, or read the other gradient in a separate trace. Nothing was run.")
