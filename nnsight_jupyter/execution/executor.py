@@ -305,13 +305,14 @@ class _Executor:
             if value.grad_fn is None and value.is_floating_point():
                 value.requires_grad_(True)
 
-    def _module_of(self, node: Node) -> str | None:
-        """The module path a node is about: its own, else that of the value it works on (followed
-        back through first arguments: `h = layers[0].output; h[:, 0] = v` is about layers.0)."""
+    def _source_of(self, node: Node) -> Node | None:
+        """The module access a node is about: itself, else the one the value it works on comes from
+        (followed back through first arguments: `h = layers[0].output; h[:, 0] = v` is about
+        layers.0's output)."""
         by_id = None
         for _ in range(16):
             if node.module is not None:
-                return node.module
+                return node
             first = node.args[0] if node.args else None
             if type(first) is not Ref:
                 return None
@@ -322,33 +323,32 @@ class _Executor:
                 return None
         return None
 
+    def _module_of(self, node: Node) -> str | None:
+        source = self._source_of(node)
+        return source.module if source is not None else None
+
     def _op_failed(self, node: Node, error: Exception) -> ExecutionError:
-        """The ExecutionError for a torch / Python op that raised: its line, the module of the value
-        it worked on, the shapes of its tensor arguments, and the fix."""
+        """The error for a torch / Python op that raised: its line, the module of the value it worked
+        on, the shapes of its tensor arguments and the fix; a ShapeMismatchError for an in-place write
+        (`h[:, 0] = v`) of a value that does not fit the indexed part."""
         try:
             args = self._resolve(node.args)
         except NNsightError:
             args = ()
-        shapes = {f"argument {i}": tuple(a.shape) for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
-        fix = (f"Make the values passed to {node.op} fit each other (their shapes and dtypes), e.g. slice, "
-               "reshape or .to() them first.")
+        source = self._source_of(node)
+        module = source.module if source is not None else None
         if node.op == "setitem" and len(args) == 3 and isinstance(args[0], torch.Tensor):
-            region = None
-            try:
-                region = tuple(args[0][args[1]].shape)
-            except Exception:  # noqa: BLE001 - the index itself is what is wrong
-                pass
-            if region is not None:
-                written = tuple(args[2].shape) if isinstance(args[2], torch.Tensor) else type(args[2]).__name__
-                shapes = {"target": tuple(args[0].shape), "indexed part": region}
-                if isinstance(args[2], torch.Tensor):
-                    shapes["written"] = tuple(args[2].shape)
-                fix = (f"Write a tensor of shape {region} (or one that broadcasts to it) into the indexed "
-                       f"part, not {written}.")
-            else:
-                fix = f"Index within the value's shape {tuple(args[0].shape)}."
+            mismatch = _setitem_mismatch(node, source, args)
+            if mismatch is not None:
+                return mismatch
+        shapes = {f"argument {i}": tuple(a.shape) for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
+        if isinstance(error, IndexError) and args and isinstance(args[0], torch.Tensor):
+            fix = f"Index within the value's shape {tuple(args[0].shape)}."
+        else:
+            fix = (f"Make the values passed to {node.op} fit each other (their shapes and dtypes), e.g. "
+                   "slice, reshape or .to() them first.")
         return ExecutionError(f"{node.op} failed: {type(error).__name__}: {error}", where=node.line,
-                              module=self._module_of(node), shapes=shapes, fix=fix)
+                              module=module, shapes=shapes, fix=fix)
 
     def _resolve(self, value: Any) -> Any:
         kind = type(value)
@@ -633,3 +633,28 @@ def _snapshot(value: Any) -> Any:
             return snap
     return value
 
+
+def _setitem_mismatch(node: Node, source: Node | None, args: tuple) -> ShapeMismatchError | None:
+    """A ShapeMismatchError if `target[index] = value` failed because value does not broadcast to
+    the indexed part (None when the index itself is what is wrong)."""
+    target, index, value = args
+    try:
+        part = tuple(target[index].shape)
+    except Exception:  # noqa: BLE001 - a bad index: not a shape mismatch
+        return None
+    written = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+    try:
+        if tuple(torch.broadcast_shapes(part, written)) == part:
+            return None
+    except RuntimeError:
+        pass
+    kind = {"module.output": "output", "module.input": "input", "module.inputs": "inputs"}.get(
+        source.op if source is not None else "", "value")
+    name = f"{source.module or 'model'}.{kind}" if source is not None else "the value"
+    return ShapeMismatchError(
+        f"an in-place write into {name} has the wrong shape: the indexed part has shape {part}, the "
+        f"value written has shape {written}", where=node.line,
+        module=source.module if source is not None else None,
+        shapes={"target": tuple(target.shape), "indexed part": part, "written": written},
+        fix=f"Write a tensor of shape {part} (or one that broadcasts to it): slice or reshape it, or "
+            "change the index.")

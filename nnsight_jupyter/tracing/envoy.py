@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from ..errors import ModuleAttributeError, ModuleIndexError, TracingError
+from ..errors import ModuleAttributeError, ModuleIndexError, OutOfOrderError, TracingError
 from . import context
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Envoy:
         children = ", ".join(list(module._modules)[:12]) or "none"
         raise ModuleAttributeError(
             f"{self._where()} ({type(module).__name__}) has no submodule or attribute {name!r}.{hint} "
-            f"Its submodules: {children}.", where=_line_if_tracing())
+            f"Its submodules: {children}.")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PROPERTIES:
@@ -89,8 +89,7 @@ class Envoy:
         if not isinstance(key, int) or not -n <= key < n:
             raise ModuleIndexError(
                 f"{self._where()}[{key}] is out of range: {self._where()} ({type(module).__name__}) holds "
-                f"{n} module{'s' if n != 1 else ''}, so use an index from 0 to {n - 1} (or -1 to -{n}).",
-                where=_line_if_tracing())
+                f"{n} module{'s' if n != 1 else ''}, so use an index from 0 to {n - 1} (or -1 to -{n}).")
         return self._child(names[key % n])
 
     def __len__(self) -> int:
@@ -125,9 +124,9 @@ class Envoy:
         if tracer.model is not self._root:
             raise TracingError(f"{self._where()} belongs to another model than the open trace")
         if tracer.step < 0:
-            raise TracingError(
+            raise OutOfOrderError(
                 f"{self._where()}.{what} after a `tracer.all()` / open `tracer.iter[a:]` loop: every "
-                "generation step has run by then; move it inside the loop")
+                "generation step has run by then", module=self._path, fix="Move it inside the loop.")
         return tracer
 
     def _access(self, op: str, *args: Any, length: int | None = None) -> "Proxy":
@@ -192,7 +191,7 @@ class Envoy:
             raise ModuleAttributeError(
                 f"{self._where()} ({type(module).__name__}) has no .heads: it is available on attention "
                 "modules with an output projection (o_proj / c_proj / out_proj), such as Llama-family "
-                "self_attn and GPT-2 attn.", where=_line_if_tracing())
+                "self_attn and GPT-2 attn.")
         proj = module._modules[projection]
         width = getattr(proj, "in_features", None) or proj.weight.shape[0]
         if head_dim is None:
@@ -211,7 +210,3 @@ class Envoy:
         tracer = self._tracer("heads")
         flat = tracer.builder.add("Tensor.flatten", (value, -2))
         projection.input = flat
-
-
-def _line_if_tracing() -> str | None:
-    return context.user_line() if context.current() is not None else None

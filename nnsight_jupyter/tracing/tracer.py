@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..errors import TracingError
+from ..errors import NNsightError, TracingError
 from . import context
 from .builder import GraphBuilder
 from .proxy import Proxy
@@ -100,8 +100,13 @@ class Tracer(_Context):
         self.builder.close_run(self)
         if exc_type is not None:
             self.builder.closed = self._owner or self.builder.closed
+            context.attach_line(exc, tb)
             return False
-        self._finish(self._owner)
+        try:
+            self._finish(self._owner)
+        except NNsightError as error:
+            context.attach_line(error)
+            raise
         return False
 
     def current_invoke(self) -> int:
@@ -306,8 +311,13 @@ class Session(_Context):
         self._pop()
         if exc_type is not None:
             self.builder.closed = True
+            context.attach_line(exc, tb)
             return False
-        self._finish(True)
+        try:
+            self._finish(True)
+        except NNsightError as error:
+            context.attach_line(error)
+            raise
         return False
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nnsight_jupyter import LanguageModel
-from nnsight_jupyter.errors import SharedValueError, TracingError
+from nnsight_jupyter.errors import InputError, SharedValueError
 from nnsight_jupyter.execution.batching import Span, view
 from nnsight_jupyter.execution.executor import Result, execute
 from nnsight_jupyter.execution.layout import record_language_layouts
@@ -183,7 +183,7 @@ def test_tensor_keyword_arguments_run_alone(llama):
 
 
 def test_invokes_of_one_trace_must_agree_on_keywords(llama):
-    with pytest.raises(TracingError, match="different keyword arguments"):
+    with pytest.raises(InputError, match="different keyword arguments"):
         with llama.trace() as tracer:
             with tracer.invoke("the cat", logits_to_keep=1):
                 llama.lm_head.output.save()
@@ -194,7 +194,7 @@ def test_invokes_of_one_trace_must_agree_on_keywords(llama):
 def test_empty_prompt_fails_its_job_alone(llama):
     good = [_graph(llama, _job("the cat")), _graph(llama, NEIGHBOUR)]
     outcomes = execute_batch([good[0], _graph(llama, _job("")), good[1]], llama._target)
-    assert isinstance(outcomes[1].error, TracingError) and "empty prompt" in str(outcomes[1].error)
+    assert isinstance(outcomes[1].error, InputError) and "empty prompt" in str(outcomes[1].error)
     assert outcomes[0].part == outcomes[2].part
     for graph, outcome in zip(good, (outcomes[0], outcomes[2])):
         _assert_same(_saved(outcome), _solo(llama, graph))

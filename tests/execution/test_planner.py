@@ -2,7 +2,7 @@
 
 import pytest
 
-from nnsight_jupyter.errors import OutOfOrderError, TracingError
+from nnsight_jupyter.errors import ExecutionError, OutOfOrderError
 from nnsight_jupyter.execution.order import ExecutionOrder
 from nnsight_jupyter.execution.planner import plan
 from nnsight_jupyter.graph.nodes import Graph, Invoke, Node, Ref, Run
@@ -78,5 +78,5 @@ def test_result_and_backward_run_after_the_forward():
 def test_grad_of_a_constant_is_refused():
     g = _graph(Node(0, "Tensor.sum", (1,)), Node(1, "backward", (Ref(0),)),
                Node(2, "grad", (Ref(0),), backward=1, line="u.py:3"))
-    with pytest.raises(TracingError, match="not computed in the forward"):
+    with pytest.raises(ExecutionError, match="not computed in the forward"):
         plan(g, {0: ORDER})

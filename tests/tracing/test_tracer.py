@@ -25,7 +25,7 @@ def test_grad_outside_backward_block(llama):
 
 
 def test_module_read_after_open_loop_is_refused(llama):
-    with pytest.raises(nj.TracingError, match="inside the loop"):
+    with pytest.raises(nj.OutOfOrderError, match="inside the loop"):
         with llama.generate("hello", max_new_tokens=2) as tracer:
             for _ in tracer.all():
                 llama.lm_head.output.save()
