@@ -13,6 +13,14 @@ from typing import Any, Mapping
 
 Shape = tuple  # a tensor shape, as a tuple of ints
 
+# What an error carries on the wire besides "type" and "message" (docs/protocol.md, "Errors").
+FIELDS = ("reason", "line", "module", "shapes", "fix")
+
+
+def extra_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The FIELDS present in a wire error dict (what a host stores and sends on with a job's error)."""
+    return {key: data[key] for key in FIELDS if key in data}
+
 
 class NNsightError(Exception):
     """Base of every error raised by nnsight_jupyter, and its context as data.

@@ -714,10 +714,11 @@ def remote_error(message: dict[str, Any], job_id: str | None = None) -> NNsightE
     else:
         cls = _error_class(type_name) or RemoteError
     text = text or f"the host reported {type_name or code or 'an error'} without a message"
-    if issubclass(cls, RemoteError):
-        exc: NNsightError = cls(text, remote_type=type_name or cls.__name__)
-    else:
-        exc = cls(text)
+    # The host's error rebuilt with its fields (line, module, shapes, fix), so that it reads as
+    # the same error raised locally; a host that sends none gives the message as the reason.
+    fields = {**error, "message": text} if "reason" in error else {"reason": text}
+    extra = {"remote_type": type_name or cls.__name__} if issubclass(cls, RemoteError) else {}
+    exc: NNsightError = cls.from_fields(fields, **extra)
     exc.job_id = job_id          # type: ignore[attr-defined]
     exc.code = code              # type: ignore[attr-defined]
     return exc

@@ -24,7 +24,7 @@ from tornado import web, websocket
 from tornado.websocket import WebSocketProtocol13
 
 from .. import __version__, protocol
-from ..errors import NNsightError, ProtocolError
+from ..errors import NNsightError, ProtocolError, extra_fields
 from .auth import AUTH_RESOURCE, owner_of
 from .host import Host, HostError
 
@@ -173,8 +173,10 @@ class SocketHandler(_HostMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
     def _listen(self, header: dict, payload: bytes | None) -> None:
         self._send(header, payload)
 
-    def _error(self, code: str, message: str, error_type: str = "ProtocolError", **ids: Any) -> None:
-        self._send({"type": protocol.ERROR, "code": code, "error": {"type": error_type, "message": message},
+    def _error(self, code: str, message: str, error_type: str = "ProtocolError", fields: dict | None = None,
+               **ids: Any) -> None:
+        error = {**(fields or {}), "type": error_type, "message": message}
+        self._send({"type": protocol.ERROR, "code": code, "error": error,
                     **{k: v for k, v in ids.items() if v is not None}})
 
     # -- receiving
@@ -242,4 +244,5 @@ class SocketHandler(_HostMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
             else:
                 raise HostError("protocol", f"unknown message type {kind!r:.80}")
         except HostError as error:
-            self._error(error.code, str(error), error.error_type, request_id=request_id, job_id=job_id)
+            self._error(error.code, str(error), error.error_type, extra_fields(error.fields()),
+                        request_id=request_id, job_id=job_id)

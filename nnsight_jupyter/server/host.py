@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import protocol
-from ..errors import NNsightError, ProtocolError
+from ..errors import NNsightError, ProtocolError, extra_fields
 from ..execution.limits import format_bytes
 from ..graph.codec import decode
 from ..execution.merge import job_kind, merge_key
@@ -223,7 +223,8 @@ class Host:
         try:
             graph = decode(data)
         except NNsightError as error:
-            raise HostError("invalid_graph", str(error), type(error).__name__) from None
+            raise HostError("invalid_graph", error.reason, type(error).__name__).at(
+                where=error.where, module=error.module, shapes=error.shapes, fix=error.fix) from None
         except Exception as error:  # noqa: BLE001 - a decoder bug refuses this graph, nothing else
             raise HostError("invalid_graph", f"the graph could not be decoded: {type(error).__name__}: "
                             f"{error}", "GraphError") from None
@@ -361,7 +362,7 @@ class Host:
         if not report["ok"]:
             error = report["error"]
             record = self.store.transition(job_id, "error", error_type=error["type"],
-                                           error_message=error["message"])
+                                           error_message=error["message"], error_fields=extra_fields(error))
             self._notify_status(record)
             return
         batch_id = report.get("batch_id", batch_id)     # the forward pass it ran in (a split batch: <id>.<n>)
@@ -519,7 +520,8 @@ class Host:
         if record.rows is not None:
             message["rows"] = record.rows
         if record.status == "error":
-            message["error"] = {"type": record.error_type, "message": record.error_message}
+            message["error"] = {**(record.error_fields or {}), "type": record.error_type,
+                                "message": record.error_message}
         return message
 
     def _notify_status(self, record: JobRecord) -> None:

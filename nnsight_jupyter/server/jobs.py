@@ -82,7 +82,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # being re-queued again (a job that kills its worker every time must not loop forever).
 MAX_ATTEMPTS = 2
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2     # 2: error_fields (an error's line, module, shapes and fix, as JSON)
 _STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES))
 
 _SCHEMA = f"""
@@ -105,7 +105,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_message TEXT,
     attempts      INTEGER NOT NULL DEFAULT 0,
     result_bytes  INTEGER,
-    fetched_at    REAL
+    fetched_at    REAL,
+    error_fields  TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_model ON jobs (status, model, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
@@ -125,7 +126,7 @@ CREATE INDEX IF NOT EXISTS history_job ON history (job_id, n);
 
 _COLUMNS = (
     "id, owner, model, kind, graph_hash, request_id, status, created, updated, started, finished, "
-    "batch_id, rows, error_type, error_message, attempts, seq, result_bytes, fetched_at"
+    "batch_id, rows, error_type, error_message, attempts, seq, result_bytes, fetched_at, error_fields"
 )
 
 
@@ -164,6 +165,7 @@ class JobRecord:
     seq: int
     result_bytes: int | None
     fetched_at: float | None
+    error_fields: dict[str, Any] | None = None    # the error's own fields (NNsightError.fields())
 
     @property
     def terminal(self) -> bool:
@@ -179,7 +181,7 @@ class JobRecord:
     def _from_row(cls, row: tuple) -> JobRecord:
         (id_, owner, model, kind, graph_hash, request_id, status, created, updated, started,
          finished, batch_id, rows, error_type, error_message, attempts, seq, result_bytes,
-         fetched_at) = row
+         fetched_at, error_fields) = row
         return cls(
             id=id_, owner=owner, model=model, kind=kind, graph_hash=graph_hash,
             request_id=request_id, status=status, created=created, updated=updated,
@@ -187,6 +189,7 @@ class JobRecord:
             rows=json.loads(rows) if rows is not None else None,
             error_type=error_type, error_message=error_message, attempts=attempts, seq=seq,
             result_bytes=result_bytes, fetched_at=fetched_at,
+            error_fields=json.loads(error_fields) if error_fields else None,
         )
 
 
@@ -262,6 +265,8 @@ class JobStore:
                     )
                 db.execute("BEGIN IMMEDIATE")
                 try:
+                    if version == 1:            # schema 1 -> 2: the errors' fields
+                        db.execute("ALTER TABLE jobs ADD COLUMN error_fields TEXT")
                     # One statement at a time: executescript() would commit on its own.
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
@@ -402,6 +407,7 @@ class JobStore:
         rows: Iterable[int] | None = None,
         error_type: str | None = None,
         error_message: str | None = None,
+        error_fields: dict[str, Any] | None = None,
         result_bytes: int | None = None,
         detail: str = "",
     ) -> JobRecord:
@@ -440,6 +446,8 @@ class JobStore:
             sets["error_type"] = error_type
         if error_message is not None:
             sets["error_message"] = error_message
+        if error_fields:
+            sets["error_fields"] = json.dumps(error_fields)
         if result_bytes is not None:
             sets["result_bytes"] = result_bytes
 
@@ -462,6 +470,7 @@ class JobStore:
         rows: Iterable[int] | None = None,
         error_type: str | None = None,
         error_message: str | None = None,
+        error_fields: dict[str, Any] | None = None,
         detail: str = "",
     ) -> JobRecord:
         """Move a job to `status` (validated; `JobStateError` if not allowed) and log it.
@@ -473,7 +482,8 @@ class JobStore:
         return self._write(
             lambda db: self._transition(
                 db, job_id, status, now=now, batch_id=batch_id, rows=rows,
-                error_type=error_type, error_message=error_message, detail=detail,
+                error_type=error_type, error_message=error_message, error_fields=error_fields,
+                detail=detail,
             )
         )
 

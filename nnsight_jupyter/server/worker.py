@@ -11,7 +11,8 @@ host -> worker   {"type": "batch", "batch_id", "jobs": [{"job_id", "graph": byte
 worker -> host   {"type": "ready", "info": {...}}          {"type": "failed", "error": str}
                  {"type": "progress", "job_id", "step", "steps"}
                  {"type": "done", "batch_id", "jobs": {job_id: {"ok": True, "payload", "rows", "batch_id",
-                  "logs", "missing"} | {"ok": False, "error": {"type", "message"}}}}
+                  "logs", "missing"} | {"ok": False, "error": {"type", "message", and the
+                  error's fields: "reason", "line", "module", "shapes", "fix" (NNsightError.fields)}}}}
                  (a job's own "batch_id" is "<batch_id>.<n>" when the batch's jobs ran in several forward
                  passes: some could not share one)
 """
@@ -199,6 +200,11 @@ def _internal(error: BaseException) -> Exception:
 
 
 def _failure(error: BaseException) -> dict:
+    """A failed job's report: the error's type, message and fields (line, module, shapes, fix)."""
+    from ..errors import NNsightError
+
+    if isinstance(error, NNsightError):
+        return {"ok": False, "error": error.fields()}
     return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)}}
 
 
