@@ -76,12 +76,14 @@ def _where(node: Any) -> str | None:
 
 
 def node_error(node: Any, message: str, cls: type[Exception] = GraphError) -> Exception:
-    """An error about `node` (anything with id, op, line): its id and op, then what is wrong, with
-    the node's user line as the error's `where` (so the message starts with it)."""
+    """An error about `node` (anything with id, op, line, module): its id and op, then what is wrong,
+    with the node's user line and module path as the error's fields (the message starts with the line)."""
     line = _where(node)
+    module = getattr(node, "module", None)
     label = f"graph node %{str(getattr(node, 'id', '?'))[:40]} (op {getattr(node, 'op', '?')!r:.80}"
     label += ")" if line else ", no source line)"
-    return cls(f"{label}: {message}", where=line)
+    return cls(f"{label}: {message}", where=line,
+               module=module if type(module) is str and len(module) <= MAX_PATH else None)
 
 
 def check_module_path(path: Any, what: str = "module path") -> str | None:
