@@ -116,3 +116,33 @@ def test_shape_mismatch_in_a_write_remote_equals_local_through_the_client(jupyte
     assert remote.value.module is not None and remote.value.module in str(remote.value)
     assert len(remote.value.shapes) >= 2 and remote.value.fix
     _assert_same(remote.value, local.value)
+
+
+def test_a_schema_1_job_store_keeps_working_and_stores_error_fields(tmp_path):
+    import sqlite3
+
+    from nnsight_jupyter.server import jobs
+
+    old_schema = jobs._SCHEMA.replace(",\n    error_fields  TEXT", "")
+    assert old_schema != jobs._SCHEMA
+    path = tmp_path / "jobs.db"
+    db = sqlite3.connect(str(path))
+    db.executescript(old_schema)
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = jobs.JobStore(path)
+    job = store.create(owner="alice", model="tiny", kind="trace", graph=b"graph", graph_hash="h", request_id="r")
+    store.transition(job.id, "running")
+    error = nj.ShapeMismatchError("it does not fit", where="cell.py:4", module="lm_head",
+                                  shapes={"expected": (1, 2)}, fix="Fit it.")
+    record = store.transition(job.id, "error", error_type="ShapeMismatchError", error_message=str(error),
+                              error_fields={k: v for k, v in error.fields().items() if k not in ("type", "message")})
+    store.close()
+    again = jobs.JobStore(path).get(job.id)
+    assert again.error_fields == record.error_fields == {"reason": "it does not fit", "line": "cell.py:4",
+                                                         "module": "lm_head", "shapes": {"expected": [1, 2]},
+                                                         "fix": "Fit it."}
+    rebuilt = remote_error({"status": "error", "error": {**again.error_fields, "type": again.error_type,
+                                                          "message": again.error_message}})
+    assert type(rebuilt) is nj.ShapeMismatchError and str(rebuilt) == str(error)
