@@ -478,7 +478,8 @@ class _Executor:
         span, where = self._span(node), f"{frame.where}.input"
         if not frame.args and not frame.kwargs:
             raise ExecutionError(f"{frame.where} was called without arguments: it has no .input to replace",
-                                 fix="Replace the .output of this module, or the .input of one called with an argument.")
+                                 fix="Replace the .output of this module, or the .input of one called "
+                                     "with an argument.")
         layout = None if span.full else self._first_input_layout(node, frame)
         if frame.args:
             frame.args = (write(frame.args[0], new, span, self.batch.size, self.seq_len, where, layout), *frame.args[1:])
@@ -601,10 +602,11 @@ class _Executor:
                                   fix="Write `h.grad = ...` before reading the .grad of earlier values.")
         new = self._resolve(node.args[1])
         if not isinstance(new, torch.Tensor) or new.shape != frame.grad.shape:
-            written = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+            is_tensor = isinstance(new, torch.Tensor)
+            written = tuple(new.shape) if is_tensor else type(new).__name__
             raise ShapeMismatchError(
                 f"the gradient has shape {tuple(frame.grad.shape)}; the value written is {written}",
-                shapes={"expected": tuple(frame.grad.shape), **({"written": written} if isinstance(new, torch.Tensor) else {})},
+                shapes={"expected": tuple(frame.grad.shape), **({"written": written} if is_tensor else {})},
                 fix=f"Write a tensor of shape {tuple(frame.grad.shape)} to .grad.")
         frame.grad = new
 
