@@ -42,7 +42,7 @@ from ..errors import NNsightError, ProtocolError
 from ..execution.limits import format_bytes
 from ..graph.codec import decode
 from ..execution.merge import job_kind, merge_key
-from .jobs import TERMINAL, JobNotFound, JobRecord, JobStore
+from .jobs import TERMINAL, DuplicateRequest, JobNotFound, JobRecord, JobStore
 from .scheduler import Pending, next_batch, rotate
 from .worker import LocalWorker, ModelSpec
 
@@ -132,10 +132,25 @@ class Host:
                 self.store.transition(record.id, "error", error_type="UnknownModel",
                                       error_message=f"model {record.model!r} is no longer hosted here")
                 continue
-            model.queue.append(self._pending(record, mergeable=record.kind == "trace"))
+            if record.invokes is None:        # stored by an older host: work its shape out once
+                record = self._reshape(record)
+                if record is None:
+                    continue
+            model.queue.append(self._pending(record))
         for name in self.models:
             self._start_worker(name)
         self._purge(min(60.0, max(0.5, self.store.result_ttl)))
+
+    def _reshape(self, record: JobRecord) -> JobRecord | None:
+        """Invokes and merge key of a queued job stored without them (schema 1), from its graph; a
+        graph that no longer passes is failed (None)."""
+        try:
+            _, invokes, key = self._inspect(self.store.graph(record.id))
+        except HostError as error:
+            self.store.transition(record.id, "error", error_type=error.error_type, error_message=str(error))
+            return None
+        record.invokes, record.merge_key = invokes, key
+        return record
 
     def _purge(self, every: float) -> None:
         """Delete results fetched more than the store's TTL ago; again every `every` seconds."""
@@ -172,7 +187,14 @@ class Host:
 
     async def submit(self, owner: str, model_name: str, data: bytes, request_id: str | None = None) -> JobRecord:
         """Validate (off the event loop) and durably queue a job; HostError with the protocol code if
-        refused. The job is committed to the store before this returns (and before it is acknowledged)."""
+        refused. The job is committed to the store before this returns (and before it is acknowledged).
+
+        Idempotent by request id: a submit with a request id this owner already used returns that
+        job (a client's resend after a dropped socket), without decoding or queueing anything again."""
+        graph_hash = hashlib.sha256(data).hexdigest()
+        earlier = self.store.find_request(owner, request_id)
+        if earlier is not None:
+            return self._same_request(earlier, graph_hash)
         self._admit(owner, model_name)
         self.decoding[owner] = self.decoding.get(owner, 0) + 1
         try:
@@ -187,11 +209,22 @@ class Host:
         model = self.models[model_name]
         if model.state == "failed":
             raise HostError("model_not_ready", f"model {model_name!r} failed: {model.error}")
-        record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
-                                   graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
-        model.queue.append(Pending(record.id, owner, record.seq, key is not None, invokes, key=key or ""))
+        try:
+            record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data, graph_hash=graph_hash,
+                                       request_id=request_id, invokes=invokes, merge_key=key)
+        except DuplicateRequest as duplicate:        # the same request, decoded twice at once
+            return self._same_request(duplicate.record, graph_hash)
+        model.queue.append(self._pending(record))
         self._kick(model_name)
         return self.store.get(record.id)
+
+    @staticmethod
+    def _same_request(record: JobRecord, graph_hash: str) -> JobRecord:
+        """The job an earlier submit of this request id made, if it carried the same graph."""
+        if record.graph_hash != graph_hash:
+            raise HostError("protocol", f"request id {record.request_id!r} was already used for another graph "
+                            f"(job {record.id}): a request id names one submit; use a fresh one for each job")
+        return record
 
     def _admit(self, owner: str, model_name: str) -> None:
         """The checks that need no decoding: the model, the user's queue and crash record."""
@@ -486,16 +519,17 @@ class Host:
                 continue
             if record.attempts < 2:
                 record = self.store.transition(job_id, "queued", detail=f"re-queued: {why}")
-                model.queue.append(self._pending(record, mergeable=record.kind == "trace",
-                                                 solo=job_id in model.solo))
+                model.queue.append(self._pending(record, solo=job_id in model.solo))
             else:
                 record = self.store.transition(job_id, "error", error_type=error_type,
                                                error_message=f"{why}; it was tried {record.attempts} times")
             self._notify_status(record)
 
     @staticmethod
-    def _pending(record: JobRecord, mergeable: bool, solo: bool = False) -> Pending:
-        return Pending(record.id, record.owner, record.seq, mergeable, 1, solo)
+    def _pending(record: JobRecord, solo: bool = False) -> Pending:
+        """The scheduler's view of a queued job, from its row (invoke count and merge key included)."""
+        return Pending(record.id, record.owner, record.seq, record.merge_key is not None, record.invokes or 1, solo,
+                       key=record.merge_key or "")
 
     # ------------------------------------------------------------------ messages to listeners
 

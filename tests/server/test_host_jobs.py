@@ -31,7 +31,7 @@ def _values(message):
     return [values[k] for k in sorted(values, key=int)]
 
 
-def _run(client, graph, request_id="r"):
+def _run(client, graph, request_id=None):
     client.submit(graph, request_id=request_id)
     accepted = client.until(lambda m: m["type"] in ("accepted", "error"))
     assert accepted["type"] == "accepted", accepted

@@ -114,7 +114,7 @@ def limited_host(tmp_path_factory, tiny_model_dir):
     host.stop()
 
 
-def _job(client, graph, request_id="r"):
+def _job(client, graph, request_id=None):
     client.submit(graph, request_id=request_id)
     first = client.until(lambda m: m["type"] in ("accepted", "error"))
     if first["type"] == "error":
@@ -144,8 +144,8 @@ def test_wire_two_megabytes_of_logs_fail_with_the_figure_and_nothing_hangs(limit
     P = with_nodes.Prev
     alice, bob = limited_host.socket("token-alice"), limited_host.socket("token-bob")
     chatty = with_nodes(graph_of(_layer), [("mul", ("x", 2_000_000)), ("log", (P(0),))])
-    alice.submit(chatty, request_id="a")
-    bob.submit(graph_of(_layer), request_id="b")
+    alice.submit(chatty, request_id="logs-a")
+    bob.submit(graph_of(_layer), request_id="logs-b")
     failed = alice.until(lambda m: m.get("status") == "error")
     assert failed["error"]["type"] == "ResourceLimitError"
     assert f"over this host's limit of {LOGS} bytes" in failed["error"]["message"]
