@@ -138,11 +138,12 @@ class _Executor:
                 self.values[node_id] = _private(kept[node_id], writes)
             except Exception as error:  # noqa: BLE001 - a value that cannot be copied is refused, clearly
                 node = self.graph.nodes[node_id]
+                number = {run.id: n for n, run in enumerate(self.graph.runs, 1)}
                 raise ExecutionError(
-                    f"{_describe(node)} (trace {node.run}) makes a {type(kept[node_id]).__name__} that trace "
-                    f"{run_id} of this session uses; it cannot be copied ({type(error).__name__}: {error}), so "
-                    "each later trace could not get it unchanged. Pass tensors (e.g. the cache's key and value "
-                    "tensors) instead", where=node.line) from None
+                    f"{_describe(node)} in trace {number[node.run]} of this session makes a "
+                    f"{type(kept[node_id]).__name__} that trace {number[run_id]} uses; it cannot be copied "
+                    f"({type(error).__name__}: {error}), so every later trace could not get it as it was made. "
+                    "Pass tensors (e.g. the cache's key and value tensors) instead", where=node.line) from None
 
     def _batch(self, run) -> Batch:
         inputs = [(inv.id, self._resolve(inv.args), self._resolve(inv.kwargs), inv.all_rows) for inv in run.invokes]

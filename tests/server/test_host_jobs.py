@@ -176,3 +176,29 @@ def test_results_are_kept_until_fetched_plus_ttl(make_host, graph_of):
     client.send({"type": "attach", "job_id": job_id})
     expired = client.until(lambda m: m.get("job_id") == job_id)
     assert expired["type"] == "error" and "expired" in expired["error"]["message"]
+
+
+def test_a_resent_submit_is_the_same_job_even_after_a_reconnect(jupyter_host, graph_of, tiny_local):
+    graph = graph_of(_save_layer(PROMPTS[1]))
+    first = jupyter_host.socket("token-erin")
+    job_id, result = _run(first, graph, request_id="resend-1")
+    first.close()                                         # the socket drops; the client resends
+    again = jupyter_host.socket("token-erin")
+    resent, repeat = _run(again, graph, request_id="resend-1")
+    assert resent == job_id and repeat["type"] == "result"
+    for remote, local in zip(_values(repeat), _local(tiny_local, PROMPTS[1])):
+        assert torch.equal(remote, local)
+    jobs = jupyter_host.get("nnsight/api/jobs", token="token-erin")["jobs"]
+    assert [j["id"] for j in jobs if j["request_id"] == "resend-1"] == [job_id]
+    other = jupyter_host.socket("token-frank")            # another user's same request id: another job
+    theirs, _ = _run(other, graph, request_id="resend-1")
+    assert theirs != job_id
+
+
+def test_a_request_id_reused_for_another_graph_is_refused(jupyter_host, graph_of):
+    client = jupyter_host.socket("token-erin")
+    job_id, _ = _run(client, graph_of(_save_layer(PROMPTS[2])), request_id="reused-1")
+    client.submit(graph_of(_save_layer(PROMPTS[3])), request_id="reused-1")
+    refused = client.until(lambda m: m["type"] == "error")
+    assert refused["code"] == "protocol" and refused["request_id"] == "reused-1"
+    assert "already used for another graph" in refused["error"]["message"] and job_id in refused["error"]["message"]
