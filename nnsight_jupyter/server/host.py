@@ -20,7 +20,9 @@ one queue; `scheduler.next_batch` picks what runs next. Faults lose nothing:
 
 Graphs are decoded and validated off the event loop, in a small thread pool (`submit` is a
 coroutine), so one huge graph never freezes the other endpoints; a user's graphs being decoded
-count towards their queue limit.
+count towards their queue limit. That is the only time a graph is decoded: the worker gets the
+decoded graph (`worker.prepare`). A job's invoke count and merge key live on its row, so a restarted
+host queues it again as it was.
 
 Listeners (the websocket handlers) subscribe to job ids and receive `(header, payload)` messages
 as in docs/protocol.md.
@@ -44,7 +46,7 @@ from ..graph.codec import decode
 from ..execution.merge import job_kind, merge_key
 from .jobs import TERMINAL, DuplicateRequest, JobNotFound, JobRecord, JobStore
 from .scheduler import Pending, next_batch, rotate
-from .worker import LocalWorker, ModelSpec
+from .worker import LocalWorker, ModelSpec, prepare
 
 Listener = Callable[[dict, "bytes | None"], None]
 
@@ -145,7 +147,7 @@ class Host:
         """Invokes and merge key of a queued job stored without them (schema 1), from its graph; a
         graph that no longer passes is failed (None)."""
         try:
-            _, invokes, key = self._inspect(self.store.graph(record.id))
+            _, invokes, key, _ = self._inspect(self.store.graph(record.id))
         except HostError as error:
             self.store.transition(record.id, "error", error_type=error.error_type, error_message=str(error))
             return None
@@ -199,7 +201,7 @@ class Host:
         self.decoding[owner] = self.decoding.get(owner, 0) + 1
         try:
             loop = asyncio.get_running_loop()
-            kind, invokes, key = await loop.run_in_executor(self.decoder, self._inspect, data)
+            kind, invokes, key, prepared = await loop.run_in_executor(self.decoder, self._inspect, data)
         finally:
             self.decoding[owner] -= 1
             if not self.decoding[owner]:
@@ -214,7 +216,9 @@ class Host:
                                        request_id=request_id, invokes=invokes, merge_key=key)
         except DuplicateRequest as duplicate:        # the same request, decoded twice at once
             return self._same_request(duplicate.record, graph_hash)
-        model.queue.append(self._pending(record))
+        pending = self._pending(record)
+        pending.prepared = prepared
+        model.queue.append(pending)
         self._kick(model_name)
         return self.store.get(record.id)
 
@@ -243,8 +247,10 @@ class Host:
         if blocked:
             raise HostError("too_many_crashes", blocked, "WorkerCrashError")
 
-    def _inspect(self, data: bytes) -> tuple[str, int, str | None]:
-        """(kind, invokes, merge key) of a graph, after the size limits, decoding and validation (in a thread)."""
+    def _inspect(self, data: bytes) -> tuple[str, int, str | None, bytes | None]:
+        """(kind, invokes, merge key, the graph prepared for the worker) of a graph, after the size
+        limits, decoding and validation (in a thread: the only place a graph is decoded and
+        validated, unless too large to keep prepared, see `worker.prepare`)."""
         if len(data) >= 8:
             _, header = struct.unpack_from("<4sI", data)
             body = len(data) - 8 - header
@@ -264,7 +270,8 @@ class Host:
             raise HostError("graph_too_large", f"the graph has {len(graph.nodes)} nodes, over this host's "
                             f"limit of {self.max_graph_nodes} (c.NNsightHost.max_graph_nodes): split the work "
                             "into several traces", "ResourceLimitError")
-        return job_kind(graph), sum(len(run.invokes) for run in graph.runs), merge_key(graph)
+        return (job_kind(graph), sum(len(run.invokes) for run in graph.runs), merge_key(graph),
+                prepare(graph, len(data)))
 
     def cancel(self, owner: str, job_id: str) -> JobRecord:
         record = self._own(owner, job_id)
@@ -339,8 +346,8 @@ class Host:
             model.queue.remove(pending)
             record = self.store.transition(pending.job_id, "running", batch_id=batch_id,
                                            detail=f"batch {batch_id} with {len(batch)} job(s)")
-            jobs.append({"job_id": pending.job_id, "graph": self.store.graph(pending.job_id),
-                         "solo": pending.solo})
+            jobs.append({"job_id": pending.job_id, "solo": pending.solo, "prepared": pending.prepared,
+                         "graph": self.store.graph(pending.job_id) if pending.prepared is None else b""})
             self._notify_status(record)
         rotate(model.served, batch[0].owner)
         model.busy = _Busy(batch_id, [p.job_id for p in batch], {p.job_id: p.owner for p in batch},
