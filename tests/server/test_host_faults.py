@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 
 import torch
 
@@ -94,7 +93,7 @@ def test_worker_killed_twice_fails_the_job_clearly(make_host, graph_of):
     assert failed["error"]["type"] == "WorkerRestarted" and "tried 2 times" in failed["error"]["message"]
 
 
-def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local):
+def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local, wait_until):
     host = make_host()
     client = host.socket("token-carol")
     body, n = _generation(100000)
@@ -109,11 +108,9 @@ def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local):
     client.send({"type": "cancel", "job_id": blocker})
     _wait_status(client, blocker, "cancelled")
     worker = host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"]
-    host.stop(signal.SIGKILL)                 # a crash: no clean shutdown
-    deadline = time.monotonic() + 10          # its worker notices and stops too
-    while os.path.exists(f"/proc/{worker}") and "zombie" not in _state(worker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not os.path.exists(f"/proc/{worker}") or "zombie" in _state(worker)
+    host.stop(signal.SIGKILL, end_workers=False)      # a crash: no clean shutdown
+    wait_until(lambda: not os.path.exists(f"/proc/{worker}") or "zombie" in _state(worker), 10,
+               "the worker stopping by itself once its server is gone")
     host.start()                              # same job store
     again = host.socket("token-carol")
     for job_id, prompt in zip(queued, prompts):

@@ -1,7 +1,6 @@
 """The model host on a real Jupyter server: remote equals local, co-tenancy, concurrency, re-attach, cancel."""
 
 import threading
-import time
 
 import torch
 
@@ -120,12 +119,13 @@ def test_eight_clients_times_25_jobs_none_lost_none_mixed(jupyter_host, graph_of
     assert status["models"]["tiny"]["queued"] == 0
 
 
-def test_disconnect_and_reattach(jupyter_host, graph_of, tiny_local):
+def test_disconnect_and_reattach(jupyter_host, graph_of, tiny_local, wait_until):
     client = jupyter_host.socket("token-bob")
     client.submit(graph_of(_save_layer(PROMPTS[3])))
     job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
-    client.close()                         # gone before the result
-    time.sleep(0.5)
+    client.close()                         # gone before the result: the job goes on
+    wait_until(lambda: jupyter_host.get(f"nnsight/api/jobs/{job_id}", token="token-bob")["status"] == "done",
+               60, "the job finishing with nobody listening")
     again = jupyter_host.socket("token-bob")
     again.send({"type": "attach", "job_id": job_id})
     result = again.until(lambda m: m["type"] == "result")
@@ -165,14 +165,15 @@ def test_cancel_queued_and_running(jupyter_host, graph_of):
     assert client.until(lambda m: m["type"] == "error")["code"] == "finished"
 
 
-def test_results_are_kept_until_fetched_plus_ttl(make_host, graph_of):
+def test_results_are_kept_until_fetched_plus_ttl(make_host, graph_of, wait_until):
     host = make_host(result_ttl=1)
     client = host.socket("token-erin")
     job_id, result = _run(client, graph_of(_save_layer("hello")))
     assert result["type"] == "result"
     client.send({"type": "attach", "job_id": job_id})          # fetched once already: still there
     assert client.until(lambda m: m.get("job_id") == job_id)["type"] == "result"
-    time.sleep(3)                                               # past the TTL and a purge
+    wait_until(lambda: host.get(f"nnsight/api/jobs/{job_id}", token="token-erin")["result_bytes"] is None,
+               30, "the fetched result being purged after its TTL")
     client.send({"type": "attach", "job_id": job_id})
     expired = client.until(lambda m: m.get("job_id") == job_id)
     assert expired["type"] == "error" and "expired" in expired["error"]["message"]
