@@ -629,18 +629,27 @@ def _refs(*values: Any) -> list[int]:
 
 def _private(value: Any, copy_tensors: bool) -> Any:
     """A copy of `value` that a run may change without changing `value`: tensors cloned only if
-    `copy_tensors`, plain containers rebuilt, immutable constants shared, any other object (a
-    transformers `Cache`, a model output) deep-copied."""
+    `copy_tensors`, plain containers rebuilt, immutable constants (and classes) shared. Any other
+    object (a transformers `Cache` and its layers, a model output) is copied attribute by attribute
+    with every tensor in it cloned (its owner may write them in place: a static cache does), which
+    costs a tenth of `copy.deepcopy`; objects without a `__dict__` are deep-copied."""
     kind = type(value)
-    if kind in _IMMUTABLE:
+    if kind in _IMMUTABLE or isinstance(value, type):
         return value
     if isinstance(value, torch.Tensor):
         return value.clone() if copy_tensors else value
     if kind is tuple or kind is list:
-        return kind(_private(v, copy_tensors) for v in value)
+        return kind([_private(v, copy_tensors) for v in value])
     if kind is dict:
         return {k: _private(v, copy_tensors) for k, v in value.items()}
-    return copy.deepcopy(value)
+    if isinstance(value, (tuple, list)) or not hasattr(value, "__dict__"):
+        return copy.deepcopy(value)
+    new = copy.copy(value)
+    if isinstance(value, dict):                          # a dict subclass (a transformers ModelOutput)
+        for key, item in value.items():
+            dict.__setitem__(new, key, _private(item, True))
+    new.__dict__.update({name: _private(item, True) for name, item in vars(value).items()})
+    return new
 
 
 def _snapshot(value: Any) -> Any:

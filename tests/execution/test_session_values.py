@@ -77,7 +77,9 @@ def test_private_copies_tensors_only_where_the_run_writes_in_place():
     cache.update(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4), 0)
     private = _private(cache, copy_tensors=False)                   # objects: always a private copy
     private.update(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4), 0)
+    private.layers[0].keys.add_(1)                                  # tensors inside it are its own too
     assert cache.get_seq_length() == 3 and private.get_seq_length() == 4
+    assert torch.equal(cache.layers[0].keys, torch.ones(1, 2, 3, 4))
 
 
 def test_a_session_value_that_cannot_be_copied_is_refused_clearly(llama, monkeypatch):
@@ -87,6 +89,7 @@ def test_a_session_value_that_cannot_be_copied_is_refused_clearly(llama, monkeyp
     def no_copies(value, memo=None):
         raise TypeError("cannot pickle 'generator' object")
 
+    monkeypatch.setattr(executor.copy, "copy", no_copies)
     monkeypatch.setattr(executor.copy, "deepcopy", no_copies)
     with pytest.raises(ExecutionError) as caught:
         with llama.session():
