@@ -1,6 +1,5 @@
 """A graph is decoded and validated once, by the host: the worker runs the host's decoded graph."""
 
-import pytest
 import torch
 
 from nnsight_jupyter.graph.codec import decode_values
