@@ -196,7 +196,7 @@ class Host:
         graph_hash = hashlib.sha256(data).hexdigest()
         earlier = self.store.find_request(owner, request_id)
         if earlier is not None:
-            return self._same_request(earlier, graph_hash)
+            return self._same_request(earlier, model_name, graph_hash)
         self._admit(owner, model_name)
         self.decoding[owner] = self.decoding.get(owner, 0) + 1
         try:
@@ -215,7 +215,7 @@ class Host:
             record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data, graph_hash=graph_hash,
                                        request_id=request_id, invokes=invokes, merge_key=key)
         except DuplicateRequest as duplicate:        # the same request, decoded twice at once
-            return self._same_request(duplicate.record, graph_hash)
+            return self._same_request(duplicate.record, model_name, graph_hash)
         pending = self._pending(record)
         pending.prepared = prepared
         model.queue.append(pending)
@@ -223,11 +223,12 @@ class Host:
         return self.store.get(record.id)
 
     @staticmethod
-    def _same_request(record: JobRecord, graph_hash: str) -> JobRecord:
-        """The job an earlier submit of this request id made, if it carried the same graph."""
-        if record.graph_hash != graph_hash:
+    def _same_request(record: JobRecord, model_name: str, graph_hash: str) -> JobRecord:
+        """The job an earlier submit of this request id made, if it carried the same graph for the same model."""
+        if record.graph_hash != graph_hash or record.model != model_name:
             raise HostError("protocol", f"request id {record.request_id!r} was already used for another graph "
-                            f"(job {record.id}): a request id names one submit; use a fresh one for each job")
+                            f"or model (job {record.id}, model {record.model!r}): a request id names one submit; "
+                            "use a fresh one for each job")
         return record
 
     def _admit(self, owner: str, model_name: str) -> None:
