@@ -22,25 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from nnsight_jupyter.server.launch import host_command
+from nnsight_jupyter.server.launch import HostProcess
 
 # user0 runs the round trips and the one-at-a-time baseline; user1..user8 are the concurrent clients.
 USERS = {f"token-user{i}": f"user{i}" for i in range(9)}
@@ -55,97 +49,13 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- the server (cf. tests/server/conftest.py)
+# ---------------------------------------------------------------- the server (server.launch.HostProcess)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m jupyter_server` with the extension on 127.0.0.1, several user tokens, own paths.
-
-    Started in a session of its own, so that `stop()` can also end the model workers it spawned
-    (its process group, by the server's pid) if any outlive it."""
-
-    def __init__(self, root: Path, models: dict):
-        self.root = root
-        self.models = models
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.process: subprocess.Popen | None = None
-        self.worker_pids: set[int] = set()
-        self.log_file: Any = None
-
-    def start(self, timeout: float = 240.0) -> dict:
-        args, env = host_command(self.root, self.port, self.models, USERS, ADMIN_TOKEN)
-        self.log_file = open(self.root / "server.log", "ab")
-        self.process = subprocess.Popen(args, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.process.returncode}): {self.log_tail()}")
-            try:
-                status = self.get("nnsight/api/status")
-                self._note_workers(status)
-                states = {name: m["state"] for name, m in status["models"].items()}
-                if any(state == "failed" for state in states.values()):
-                    raise RuntimeError(f"a model failed to load: {status['models']}")
-                if all(state == "ready" for state in states.values()):
-                    return status
-            except (OSError, urllib.error.URLError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"models not ready after {timeout:.0f} s: {self.log_tail()}")
-
-    def _note_workers(self, status: dict) -> None:
-        for m in status.get("models", {}).values():
-            if isinstance(m, dict) and isinstance(m.get("worker_pid"), int):
-                self.worker_pids.add(m["worker_pid"])
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return (self.root / "server.log").read_text(errors="replace")[-n:]
-        except OSError:
-            return "(no log)"
-
-    def get(self, path: str, token: str = ADMIN_TOKEN) -> Any:
-        request = urllib.request.Request(self.url + path, headers={"Authorization": f"token {token}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-
-    def stop(self) -> None:
-        """SIGTERM (then SIGKILL after 20 s); then SIGKILL whatever is left of its process group and
-        any worker pid it reported."""
-        process = self.process
-        if process is not None:
-            try:
-                self._note_workers(self.get("nnsight/api/status"))
-            except Exception:  # noqa: BLE001 - it may be down already
-                pass
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # the group this server leads: its workers
-            except (ProcessLookupError, PermissionError):
-                pass
-            for pid in self.worker_pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            self.process = None
-        if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
+def bench_host(root: Path, models: dict) -> HostProcess:
+    """`python -m jupyter_server` with the extension on 127.0.0.1, this benchmark's user tokens, own
+    paths; `stop()` also ends the model workers it spawned (the same code the tests use)."""
+    return HostProcess(root, models, USERS, ADMIN_TOKEN)
 
 
 # ---------------------------------------------------------------- the models and prompts
@@ -560,10 +470,10 @@ def run(models=("smollm2", "tiny"), quick=False) -> dict:
         word_tokenizer().save_pretrained(tiny_dir)
         server_root = root / "server"
         server_root.mkdir()
-        server = Server(server_root, host_models(tiny_dir))
+        server = bench_host(server_root, host_models(tiny_dir))
         start = time.perf_counter()
         try:
-            server.start()
+            server.start().wait_ready()
             log(f"remote: server with {', '.join(server.models)} ready in {time.perf_counter() - start:.1f} s "
                 f"at {server.url}")
             fsync_ms = fsync_cost(server_root)

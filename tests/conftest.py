@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny random models (milliseconds to build), their raw twins, hook checks."""
+"""Shared fixtures: tiny random models (milliseconds to build), their raw twins, hook checks, and
+`wait_until`: tests wait on conditions with a deadline, never on the clock."""
 
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 import torch
@@ -101,3 +103,25 @@ def reference():
 def encode(tokenizer):
     """encode(prompt) -> [1, seq] token ids."""
     return lambda prompt: ids(tokenizer, prompt)
+
+
+def wait_until_true(condition, timeout: float = 60.0, what: str = "the condition", ignore=()):
+    """`condition()`'s first truthy value, polled until `timeout` seconds have passed (then an
+    AssertionError naming `what`); exceptions of the types in `ignore` count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except ignore:
+            value = None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.05)      # between polls of something this process cannot be told about
+
+
+@pytest.fixture(scope="session")
+def wait_until():
+    """wait_until(condition, timeout=60, what="...", ignore=(OSError,)) -> condition()'s truthy value."""
+    return wait_until_true

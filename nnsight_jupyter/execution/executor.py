@@ -3,8 +3,11 @@
 For each run of the graph: build the batch from the invokes (`batching`), place every node at its
 event (`planner`), install forward hooks on exactly the modules the run touches, run the model
 (a forward pass, or `generate`), then remove every hook, whatever happened. Nodes run inside the
-hooks in program order; values live in one table for the whole graph, so a session's later traces
-use an earlier trace's values directly. Gradients: after the forward, `backward` registers tensor
+hooks in program order; values live in one table for the whole graph. A session's later trace gets
+an earlier trace's value as that trace left it, every time (`_hand_over`): a private copy for each
+run that uses it when the value is an object a run may change (a KV cache, which the forward pass
+extends; a container of them), and for tensors when the run writes anything in place; other
+tensors are shared as they are. Gradients: after the forward, `backward` registers tensor
 hooks on the values whose `.grad` the graph reads or writes and calls `torch.autograd.grad` with
 those values as inputs, so weights never receive a gradient.
 
@@ -16,6 +19,7 @@ buffer, parameters are read detached, and hooks are gone when `execute` returns.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -112,10 +116,35 @@ class _Executor:
         batches = {first.id: self._batch(first)}
         order = self.target.ensure_order(batches[first.id])
         plans = plan(self.graph, {run.id: order for run in self.graph.runs})
+        crossings = _crossings(self.graph) if len(self.graph.runs) > 1 else {}
+        kept: dict[int, Any] = {}        # values later runs use, as the run that made them left them
         for run_plan in plans:
+            if run_plan.run.id in crossings:
+                self._hand_over(run_plan.run.id, crossings[run_plan.run.id], kept)
             batch = batches.get(run_plan.run.id) or self._batch(run_plan.run)
             self._run(run_plan, batch)
         return self.result
+
+    def _hand_over(self, run_id: int, crossing: tuple[frozenset[int], bool], kept: dict[int, Any]) -> None:
+        """Give run `run_id` the earlier runs' values it uses as those runs left them: objects it may
+        change (caches the forward pass extends, containers) as private copies, and tensors too when
+        the run writes in place; the values made by earlier runs stay untouched for later uses."""
+        used, writes = crossing
+        for node_id in used:
+            if node_id not in kept:
+                if node_id not in self.values:
+                    continue                  # never computed (a step that did not run): reported where used
+                kept[node_id] = self.values[node_id]
+            try:
+                self.values[node_id] = _private(kept[node_id], writes)
+            except Exception as error:  # noqa: BLE001 - a value that cannot be copied is refused, clearly
+                node = self.graph.nodes[node_id]
+                number = {run.id: n for n, run in enumerate(self.graph.runs, 1)}
+                raise ExecutionError(
+                    f"{_describe(node)} in trace {number[node.run]} of this session makes a "
+                    f"{type(kept[node_id]).__name__} that trace {number[run_id]} uses; it cannot be copied "
+                    f"({type(error).__name__}: {error}), so every later trace could not get it as it was made. "
+                    "Pass tensors (e.g. the cache's key and value tensors) instead", where=node.line) from None
 
     def _batch(self, run) -> Batch:
         inputs = [(inv.id, self._resolve(inv.args), self._resolve(inv.kwargs), inv.all_rows) for inv in run.invokes]
@@ -614,6 +643,73 @@ class _Executor:
 _CONSTANT = frozenset({int, float, str, bool, type(None), torch.Tensor})
 # Model ops that may copy into the module value they are anchored at (for part of the batch).
 _SETS = frozenset({"module.set_output", "module.set_input", "module.set_inputs"})
+
+
+_IMMUTABLE = frozenset({int, float, str, bool, complex, bytes, type(None), torch.Size, torch.dtype, torch.device,
+                        slice, range})
+
+
+def _crossings(graph: Graph) -> dict[int, tuple[frozenset[int], bool]]:
+    """For each run that uses values of earlier runs (in its invokes' inputs or in its nodes): those
+    node ids, and whether the run writes anything in place (then tensors are copied too)."""
+    made_in = {node.id: node.run for node in graph.nodes}
+    used: dict[int, set[int]] = {}
+    writes: set[int] = set()
+    for run in graph.runs:
+        for invoke in run.invokes:
+            for ref in _refs(invoke.args, invoke.kwargs):
+                if made_in.get(ref, run.id) != run.id:
+                    used.setdefault(run.id, set()).add(ref)
+    for node in graph.nodes:
+        if OPS[node.op].writes is not None:
+            writes.add(node.run)
+        refs = node.refs if node.refs is not None else _refs(node.args, node.kwargs)
+        for ref in refs:
+            if made_in.get(ref, node.run) != node.run:
+                used.setdefault(node.run, set()).add(ref)
+    return {run: (frozenset(ids), run in writes) for run, ids in used.items()}
+
+
+def _refs(*values: Any) -> list[int]:
+    """Ids of every Ref inside `values` (tuples, lists, dicts and slices searched)."""
+    found: list[int] = []
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if type(value) is Ref:
+            found.append(value.id)
+        elif isinstance(value, (tuple, list)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, slice):
+            stack.extend((value.start, value.stop, value.step))
+    return found
+
+
+def _private(value: Any, copy_tensors: bool) -> Any:
+    """A copy of `value` that a run may change without changing `value`: tensors cloned only if
+    `copy_tensors`, plain containers rebuilt, immutable constants (and classes) shared. Any other
+    object (a transformers `Cache` and its layers, a model output) is copied attribute by attribute
+    with every tensor in it cloned (its owner may write them in place: a static cache does), which
+    costs a tenth of `copy.deepcopy`; objects without a `__dict__` are deep-copied."""
+    kind = type(value)
+    if kind in _IMMUTABLE or isinstance(value, type):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.clone() if copy_tensors else value
+    if kind is tuple or kind is list:
+        return kind([_private(v, copy_tensors) for v in value])
+    if kind is dict:
+        return {k: _private(v, copy_tensors) for k, v in value.items()}
+    if isinstance(value, (tuple, list)) or not hasattr(value, "__dict__"):
+        return copy.deepcopy(value)
+    new = copy.copy(value)
+    if isinstance(value, dict):                          # a dict subclass (a transformers ModelOutput)
+        for key, item in value.items():
+            dict.__setitem__(new, key, _private(item, True))
+    new.__dict__.update({name: _private(item, True) for name, item in vars(value).items()})
+    return new
 
 
 def _snapshot(value: Any) -> Any:

@@ -232,7 +232,9 @@ class SocketHandler(_HostMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
                 self.host.subscribe(record.id, self._listen)
                 self._send({"type": protocol.ACCEPTED, "request_id": request_id, "job_id": record.id,
                             "position": self.host.store.position(record.id)})
-                if record.status != "queued":     # it may have been dispatched at once
+                if record.status == "done":       # a resend of a finished request: its result
+                    self.host.attach(self.owner, record.id, self._listen)
+                elif record.status != "queued":   # it may have been dispatched at once
                     self._send(self.host._status_message(record))
             elif kind in (protocol.ATTACH, protocol.CANCEL):
                 if job_id is None or len(job_id) > 64:

@@ -20,7 +20,9 @@ one queue; `scheduler.next_batch` picks what runs next. Faults lose nothing:
 
 Graphs are decoded and validated off the event loop, in a small thread pool (`submit` is a
 coroutine), so one huge graph never freezes the other endpoints; a user's graphs being decoded
-count towards their queue limit.
+count towards their queue limit. That is the only time a graph is decoded: the worker gets the
+decoded graph (`worker.prepare`). A job's invoke count and merge key live on its row, so a restarted
+host queues it again as it was.
 
 Listeners (the websocket handlers) subscribe to job ids and receive `(header, payload)` messages
 as in docs/protocol.md.
@@ -42,9 +44,9 @@ from ..errors import NNsightError, ProtocolError, extra_fields
 from ..execution.limits import format_bytes
 from ..graph.codec import decode
 from ..execution.merge import job_kind, merge_key
-from .jobs import TERMINAL, JobNotFound, JobRecord, JobStore
+from .jobs import TERMINAL, DuplicateRequest, JobNotFound, JobRecord, JobStore
 from .scheduler import Pending, next_batch, rotate
-from .worker import LocalWorker, ModelSpec
+from .worker import LocalWorker, ModelSpec, prepare
 
 Listener = Callable[[dict, "bytes | None"], None]
 
@@ -132,10 +134,25 @@ class Host:
                 self.store.transition(record.id, "error", error_type="UnknownModel",
                                       error_message=f"model {record.model!r} is no longer hosted here")
                 continue
-            model.queue.append(self._pending(record, mergeable=record.kind == "trace"))
+            if record.invokes is None:        # stored by an older host: work its shape out once
+                record = self._reshape(record)
+                if record is None:
+                    continue
+            model.queue.append(self._pending(record))
         for name in self.models:
             self._start_worker(name)
         self._purge(min(60.0, max(0.5, self.store.result_ttl)))
+
+    def _reshape(self, record: JobRecord) -> JobRecord | None:
+        """Invokes and merge key of a queued job stored without them (schema 1), from its graph; a
+        graph that no longer passes is failed (None)."""
+        try:
+            _, invokes, key, _ = self._inspect(self.store.graph(record.id))
+        except HostError as error:
+            self.store.transition(record.id, "error", error_type=error.error_type, error_message=str(error))
+            return None
+        record.invokes, record.merge_key = invokes, key
+        return record
 
     def _purge(self, every: float) -> None:
         """Delete results fetched more than the store's TTL ago; again every `every` seconds."""
@@ -172,12 +189,19 @@ class Host:
 
     async def submit(self, owner: str, model_name: str, data: bytes, request_id: str | None = None) -> JobRecord:
         """Validate (off the event loop) and durably queue a job; HostError with the protocol code if
-        refused. The job is committed to the store before this returns (and before it is acknowledged)."""
+        refused. The job is committed to the store before this returns (and before it is acknowledged).
+
+        Idempotent by request id: a submit with a request id this owner already used returns that
+        job (a client's resend after a dropped socket), without decoding or queueing anything again."""
+        graph_hash = hashlib.sha256(data).hexdigest()
+        earlier = self.store.find_request(owner, request_id)
+        if earlier is not None:
+            return self._same_request(earlier, model_name, graph_hash)
         self._admit(owner, model_name)
         self.decoding[owner] = self.decoding.get(owner, 0) + 1
         try:
             loop = asyncio.get_running_loop()
-            kind, invokes, key = await loop.run_in_executor(self.decoder, self._inspect, data)
+            kind, invokes, key, prepared = await loop.run_in_executor(self.decoder, self._inspect, data)
         finally:
             self.decoding[owner] -= 1
             if not self.decoding[owner]:
@@ -187,11 +211,25 @@ class Host:
         model = self.models[model_name]
         if model.state == "failed":
             raise HostError("model_not_ready", f"model {model_name!r} failed: {model.error}")
-        record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data,
-                                   graph_hash=hashlib.sha256(data).hexdigest(), request_id=request_id)
-        model.queue.append(Pending(record.id, owner, record.seq, key is not None, invokes, key=key or ""))
+        try:
+            record = self.store.create(owner=owner, model=model_name, kind=kind, graph=data, graph_hash=graph_hash,
+                                       request_id=request_id, invokes=invokes, merge_key=key)
+        except DuplicateRequest as duplicate:        # the same request, decoded twice at once
+            return self._same_request(duplicate.record, model_name, graph_hash)
+        pending = self._pending(record)
+        pending.prepared = prepared
+        model.queue.append(pending)
         self._kick(model_name)
         return self.store.get(record.id)
+
+    @staticmethod
+    def _same_request(record: JobRecord, model_name: str, graph_hash: str) -> JobRecord:
+        """The job an earlier submit of this request id made, if it carried the same graph for the same model."""
+        if record.graph_hash != graph_hash or record.model != model_name:
+            raise HostError("protocol", f"request id {record.request_id!r} was already used for another graph "
+                            f"or model (job {record.id}, model {record.model!r}): a request id names one submit; "
+                            "use a fresh one for each job")
+        return record
 
     def _admit(self, owner: str, model_name: str) -> None:
         """The checks that need no decoding: the model, the user's queue and crash record."""
@@ -210,8 +248,10 @@ class Host:
         if blocked:
             raise HostError("too_many_crashes", blocked, "WorkerCrashError")
 
-    def _inspect(self, data: bytes) -> tuple[str, int, str | None]:
-        """(kind, invokes, merge key) of a graph, after the size limits, decoding and validation (in a thread)."""
+    def _inspect(self, data: bytes) -> tuple[str, int, str | None, bytes | None]:
+        """(kind, invokes, merge key, the graph prepared for the worker) of a graph, after the size
+        limits, decoding and validation (in a thread: the only place a graph is decoded and
+        validated, unless too large to keep prepared, see `worker.prepare`)."""
         if len(data) >= 8:
             _, header = struct.unpack_from("<4sI", data)
             body = len(data) - 8 - header
@@ -232,7 +272,8 @@ class Host:
             raise HostError("graph_too_large", f"the graph has {len(graph.nodes)} nodes, over this host's "
                             f"limit of {self.max_graph_nodes} (c.NNsightHost.max_graph_nodes): split the work "
                             "into several traces", "ResourceLimitError")
-        return job_kind(graph), sum(len(run.invokes) for run in graph.runs), merge_key(graph)
+        return (job_kind(graph), sum(len(run.invokes) for run in graph.runs), merge_key(graph),
+                prepare(graph, len(data)))
 
     def cancel(self, owner: str, job_id: str) -> JobRecord:
         record = self._own(owner, job_id)
@@ -307,8 +348,8 @@ class Host:
             model.queue.remove(pending)
             record = self.store.transition(pending.job_id, "running", batch_id=batch_id,
                                            detail=f"batch {batch_id} with {len(batch)} job(s)")
-            jobs.append({"job_id": pending.job_id, "graph": self.store.graph(pending.job_id),
-                         "solo": pending.solo})
+            jobs.append({"job_id": pending.job_id, "solo": pending.solo, "prepared": pending.prepared,
+                         "graph": self.store.graph(pending.job_id) if pending.prepared is None else b""})
             self._notify_status(record)
         rotate(model.served, batch[0].owner)
         model.busy = _Busy(batch_id, [p.job_id for p in batch], {p.job_id: p.owner for p in batch},
@@ -487,16 +528,17 @@ class Host:
                 continue
             if record.attempts < 2:
                 record = self.store.transition(job_id, "queued", detail=f"re-queued: {why}")
-                model.queue.append(self._pending(record, mergeable=record.kind == "trace",
-                                                 solo=job_id in model.solo))
+                model.queue.append(self._pending(record, solo=job_id in model.solo))
             else:
                 record = self.store.transition(job_id, "error", error_type=error_type,
                                                error_message=f"{why}; it was tried {record.attempts} times")
             self._notify_status(record)
 
     @staticmethod
-    def _pending(record: JobRecord, mergeable: bool, solo: bool = False) -> Pending:
-        return Pending(record.id, record.owner, record.seq, mergeable, 1, solo)
+    def _pending(record: JobRecord, solo: bool = False) -> Pending:
+        """The scheduler's view of a queued job, from its row (invoke count and merge key included)."""
+        return Pending(record.id, record.owner, record.seq, record.merge_key is not None, record.invokes or 1, solo,
+                       key=record.merge_key or "")
 
     # ------------------------------------------------------------------ messages to listeners
 

@@ -12,6 +12,13 @@ intervention graph and a status that only moves along these edges::
 `done`, `error` and `cancelled` are final. Every change of status is appended to a history table in
 the same transaction as the change itself, so the history never disagrees with the job.
 
+A job's row also records what the scheduler needs to place it again after a restart without
+decoding its graph: `invokes` (how many invokes it has) and `merge_key` (`execution.merge.merge_key`:
+None when the job cannot share a forward pass). A submit is idempotent by its request id: the
+unique index on (owner, request_id) lets one owner's request id name one job only, so a client
+resending a submit after a dropped socket gets the same job (`DuplicateRequest`), never a second one;
+another owner's same request id is another job.
+
 `seq` is the insertion order and therefore the queue order: a re-queued job (and every queued job
 after a restart, see `JobStore.recover`) keeps its place. `batch_id` and `rows` record which batched
 forward pass a job ran in and which rows of it were its own, so co-tenancy is observable.
@@ -54,6 +61,7 @@ __all__ = [
     "STATUSES",
     "TERMINAL",
     "TRANSITIONS",
+    "DuplicateRequest",
     "JobNotFound",
     "JobRecord",
     "JobStateError",
@@ -82,7 +90,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # being re-queued again (a job that kills its worker every time must not loop forever).
 MAX_ATTEMPTS = 2
 
-_SCHEMA_VERSION = 2     # 2: error_fields (an error's line, module, shapes and fix, as JSON)
+_SCHEMA_VERSION = 2     # 2: invokes and merge_key (the scheduler's shape of a job), error_fields
 _STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES))
 
 _SCHEMA = f"""
@@ -106,10 +114,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts      INTEGER NOT NULL DEFAULT 0,
     result_bytes  INTEGER,
     fetched_at    REAL,
+    invokes       INTEGER,
+    merge_key     TEXT,
     error_fields  TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_model ON jobs (status, model, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_request ON jobs (owner, request_id);
 CREATE TABLE IF NOT EXISTS graphs (
     job_id TEXT PRIMARY KEY REFERENCES jobs (id),
     data   BLOB NOT NULL
@@ -126,12 +137,35 @@ CREATE INDEX IF NOT EXISTS history_job ON history (job_id, n);
 
 _COLUMNS = (
     "id, owner, model, kind, graph_hash, request_id, status, created, updated, started, finished, "
-    "batch_id, rows, error_type, error_message, attempts, seq, result_bytes, fetched_at, error_fields"
+    "batch_id, rows, error_type, error_message, attempts, seq, result_bytes, fetched_at, invokes, merge_key, "
+    "error_fields"
 )
+
+# Schema 1 -> 2: the scheduler's shape of each job on its row, one job per (owner, request id), and
+# the fields of a job's error (its line, module, shapes and fix, as JSON).
+# Rows of schema 1 get NULL shapes (the host works them out from their graphs once); of several
+# schema-1 jobs of one owner with one request id, only the newest keeps it.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE jobs ADD COLUMN invokes INTEGER",
+        "ALTER TABLE jobs ADD COLUMN merge_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN error_fields TEXT",
+        "UPDATE jobs SET request_id = NULL WHERE request_id IS NOT NULL AND seq < (SELECT MAX(j.seq) "
+        "FROM jobs j WHERE j.owner = jobs.owner AND j.request_id = jobs.request_id)",
+    ),
+}
 
 
 class JobStateError(NNsightError):
     """A job was asked to move to a status it cannot reach from where it is."""
+
+
+class DuplicateRequest(NNsightError):
+    """This owner already submitted a job with this request id: `record` is that job."""
+
+    def __init__(self, record: JobRecord):
+        self.record = record
+        super().__init__(f"request {record.request_id!r} is job {record.id}")
 
 
 class JobNotFound(NNsightError, KeyError):
@@ -165,6 +199,8 @@ class JobRecord:
     seq: int
     result_bytes: int | None
     fetched_at: float | None
+    invokes: int | None = None          # None: a job stored by schema 1 (work it out from its graph)
+    merge_key: str | None = None        # None: it runs alone
     error_fields: dict[str, Any] | None = None    # the error's own fields (NNsightError.fields())
 
     @property
@@ -181,14 +217,14 @@ class JobRecord:
     def _from_row(cls, row: tuple) -> JobRecord:
         (id_, owner, model, kind, graph_hash, request_id, status, created, updated, started,
          finished, batch_id, rows, error_type, error_message, attempts, seq, result_bytes,
-         fetched_at, error_fields) = row
+         fetched_at, invokes, merge_key, error_fields) = row
         return cls(
             id=id_, owner=owner, model=model, kind=kind, graph_hash=graph_hash,
             request_id=request_id, status=status, created=created, updated=updated,
             started=started, finished=finished, batch_id=batch_id,
             rows=json.loads(rows) if rows is not None else None,
             error_type=error_type, error_message=error_message, attempts=attempts, seq=seq,
-            result_bytes=result_bytes, fetched_at=fetched_at,
+            result_bytes=result_bytes, fetched_at=fetched_at, invokes=invokes, merge_key=merge_key,
             error_fields=json.loads(error_fields) if error_fields else None,
         )
 
@@ -265,8 +301,10 @@ class JobStore:
                     )
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    if version == 1:            # schema 1 -> 2: the errors' fields
-                        db.execute("ALTER TABLE jobs ADD COLUMN error_fields TEXT")
+                    if version:                 # an older store: bring it up to date first
+                        for old in range(version, _SCHEMA_VERSION):
+                            for stmt in _MIGRATIONS[old]:
+                                db.execute(stmt)
                     # One statement at a time: executescript() would commit on its own.
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
@@ -352,17 +390,27 @@ class JobStore:
         graph: bytes,
         graph_hash: str,
         request_id: str | None = None,
+        invokes: int = 1,
+        merge_key: str | None = None,
     ) -> JobRecord:
-        """Insert a queued job with its graph; committed (durable) before this returns."""
+        """Insert a queued job with its graph; committed (durable) before this returns.
+
+        `DuplicateRequest` (nothing inserted) if `owner` already has a job with `request_id`."""
         job_id = uuid.uuid4().hex
         now = time.time()
 
         def run(db: sqlite3.Connection) -> JobRecord:
-            db.execute(
-                "INSERT INTO jobs (id, owner, model, kind, graph_hash, request_id, status, "
-                "created, updated, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (job_id, owner, model, kind, graph_hash, request_id, QUEUED, now, now),
-            )
+            try:
+                db.execute(
+                    "INSERT INTO jobs (id, owner, model, kind, graph_hash, request_id, status, "
+                    "created, updated, attempts, invokes, merge_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                    (job_id, owner, model, kind, graph_hash, request_id, QUEUED, now, now, invokes, merge_key),
+                )
+            except sqlite3.IntegrityError:
+                existing = self._by_request(db, owner, request_id)
+                if existing is None:
+                    raise
+                raise DuplicateRequest(existing) from None
             db.execute("INSERT INTO graphs (job_id, data) VALUES (?, ?)", (job_id, bytes(graph)))
             db.execute(
                 "INSERT INTO history (job_id, status, time, detail) VALUES (?, ?, ?, ?)",
@@ -371,6 +419,19 @@ class JobStore:
             return self._fetch(db, job_id)
 
         return self._write(run)
+
+    @staticmethod
+    def _by_request(db: sqlite3.Connection, owner: str, request_id: str | None) -> JobRecord | None:
+        if request_id is None:
+            return None
+        row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?",
+                         (owner, request_id)).fetchone()
+        return JobRecord._from_row(row) if row is not None else None
+
+    def find_request(self, owner: str, request_id: str | None) -> JobRecord | None:
+        """`owner`'s job submitted with `request_id`, or None."""
+        with self._lock:
+            return self._by_request(self._conn(), owner, request_id)
 
     def get(self, job_id: str) -> JobRecord:
         """The job `job_id`; `JobNotFound` if there is none."""

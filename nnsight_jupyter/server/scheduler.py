@@ -15,7 +15,7 @@ Rules (also in docs/scheduling.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Pending:
     solo: bool = False
     position_sent: int | None = None   # the queue position its listeners were last told
     key: str = ""                      # jobs merge only with jobs of the same key (invoke keyword arguments)
+    prepared: bytes | None = field(default=None, repr=False)   # the host's decoded graph (`worker.prepare`)
 
 
 def next_batch(queue: list[Pending], served: list[str], *, max_jobs: int = 16, max_invokes: int = 64) -> list[Pending]:

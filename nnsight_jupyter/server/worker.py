@@ -6,7 +6,17 @@ with a `multiprocessing` process (spawned) and a pipe. The messages are the host
 pipe pickles them; that is the host's plumbing): user bytes travel inside them as `bytes` and are
 only ever decoded by `graph.codec`, never unpickled.
 
-host -> worker   {"type": "batch", "batch_id", "jobs": [{"job_id", "graph": bytes, "solo": bool}]}
+A graph is decoded and validated once, by the host, when it is submitted. The host pickles the
+`Graph` its own decoder built (`prepare`, in its decode thread: plain data and tensors, the host's
+own object, never the user's bytes) and the worker unpickles it (`graph_for`) instead of decoding
+and validating the wire bytes again, stamping it validated (`graph.validate.seal`): for an 11-node
+trace that is 28 us instead of 156 us in the worker, for a 32-invoke, 352-node one 1.06 ms instead
+of 2.18 ms. Graphs over `PREPARED_MAX_BYTES` on the wire (their tensors dominate: holding a second
+copy in the host's memory while they wait costs more than it saves), and jobs the host did not
+decode itself (recovered after a restart, re-queued), are sent as bytes and decoded by the worker.
+
+host -> worker   {"type": "batch", "batch_id", "jobs": [{"job_id", "graph": bytes, "prepared": bytes | None,
+                  "solo": bool}]}
                  {"type": "cancel", "job_id"}            {"type": "stop"}
 worker -> host   {"type": "ready", "info": {...}}          {"type": "failed", "error": str}
                  {"type": "progress", "job_id", "step", "steps"}
@@ -21,11 +31,37 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
+
+#: Wire bytes up to which the host keeps a prepared (decoded, pickled) graph for the worker.
+PREPARED_MAX_BYTES = 1 << 20
+
+
+def prepare(graph: Any, wire_bytes: int) -> bytes | None:
+    """Host side: the decoded and validated `graph` (built by `graph.codec.decode`) pickled for the
+    worker, or None when its wire form is over PREPARED_MAX_BYTES (the worker decodes those)."""
+    if wire_bytes > PREPARED_MAX_BYTES:
+        return None
+    return pickle.dumps(graph, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def graph_for(job: dict) -> Any:
+    """Worker side: the Graph of a job of a batch message: the host's prepared graph (decoded and
+    validated there; stamped so that it is not validated again), else its wire bytes decoded."""
+    from ..graph.codec import decode
+    from ..graph.validate import seal
+
+    prepared = job.get("prepared")
+    if prepared is None:
+        return decode(job["graph"])
+    graph = pickle.loads(prepared)      # the host's own object over the host's own pipe
+    seal(graph)
+    return graph
 
 
 @dataclass
@@ -209,17 +245,17 @@ def _failure(error: BaseException) -> dict:
 
 
 def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled: set[str]) -> dict:
-    """Decode each job's graph, run mergeable ones together and the rest alone, encode results."""
+    """Each job's graph (`graph_for`), mergeable ones run together and the rest alone, results encoded."""
     from ..errors import JobCancelledError, NNsightError
     from ..execution import execute
     from ..execution.merge import JobOutcome, job_kind
-    from ..graph.codec import decode, encode_values
+    from ..graph.codec import encode_values
 
     outcomes: dict[str, JobOutcome] = {}
     graphs: dict[str, Any] = {}
     for job in message["jobs"]:
         try:
-            graphs[job["job_id"]] = decode(job["graph"])
+            graphs[job["job_id"]] = graph_for(job)
         except Exception as error:  # noqa: BLE001 - a graph that cannot be decoded fails its job only
             outcomes[job["job_id"]] = JobOutcome(error=_internal(error))
     # Forward-only traces go to execute_batch, which merges those that may share a forward pass

@@ -1,88 +1,44 @@
 """A real Jupyter server with the extension on 127.0.0.1, and raw protocol clients for it.
 
-`jupyter_host(models=..., **limits)` starts `python -m jupyter_server` in a subprocess with its own
-runtime, data and job-store paths, several user tokens (NNsightIdentityProvider), and waits until
-every model is ready. Tests talk to it over real websockets and HTTP.
+`jupyter_host(models=..., **limits)` starts `python -m jupyter_server` in a subprocess
+(`server.launch.HostProcess`) with its own runtime, data and job-store paths, several user tokens
+(NNsightIdentityProvider), and waits until every model is ready. Tests talk to it over real websockets and HTTP.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
 import time
-import urllib.error
+import uuid
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from nnsight_jupyter import protocol
-from nnsight_jupyter.server.launch import host_command
+from nnsight_jupyter.server.launch import HostProcess
 
 USERS = {f"token-{name}": name for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")}
 ADMIN_TOKEN = "admin-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class JupyterHost:
-    """A running server: its URL, tokens, process, and helpers to talk to it."""
+class JupyterHost(HostProcess):
+    """A running server (`server.launch.HostProcess`) with this suite's tokens, and helpers to talk to it."""
 
     def __init__(self, root: Path, models: dict, **host_config):
-        self.root = root
-        self.models = models
-        self.host_config = host_config
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.process: subprocess.Popen | None = None
+        super().__init__(root, models, USERS, ADMIN_TOKEN, **host_config)
 
     def start(self, wait_ready: bool = True) -> "JupyterHost":
-        args, env = host_command(self.root, self.port, self.models, USERS, ADMIN_TOKEN, **self.host_config)
-        self.log = open(self.root / "server.log", "ab")
-        self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        super().start()
         if wait_ready:
-            self.wait_ready()
+            self.wait_ready(timeout=120)
         return self
-
-    def wait_ready(self, timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {(self.root / 'server.log').read_text()[-3000:]}")
-            try:
-                status = self.get("nnsight/api/status")
-                if all(m["state"] == "ready" for m in status["models"].values()):
-                    return status
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"models not ready: {(self.root / 'server.log').read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
     def request(self, path: str, method: str = "GET", token: str | None = ADMIN_TOKEN, headers=None):
         request = urllib.request.Request(self.url + path, method=method, headers=dict(headers or {}))
         if token:
             request.add_header("Authorization", f"token {token}")
         return urllib.request.urlopen(request, timeout=30)
-
-    def get(self, path: str, token: str | None = ADMIN_TOKEN):
-        with self.request(path, token=token) as response:
-            return json.loads(response.read())
 
     def socket(self, token: str | None = "token-alice", hello: bool = True, **kwargs) -> "RawClient":
         return RawClient(self, token, hello, **kwargs)
@@ -105,8 +61,12 @@ class RawClient:
     def send(self, message: dict) -> None:
         self.ws.send(json.dumps(message))
 
-    def submit(self, graph_bytes: bytes, model: str = "tiny", request_id: str = "r") -> None:
+    def submit(self, graph_bytes: bytes, model: str = "tiny", request_id: str | None = None) -> str:
+        """Send a submit (a fresh request id unless one is given: the host makes one job per request id);
+        the request id."""
+        request_id = request_id or uuid.uuid4().hex
         self.ws.send(protocol.pack({"type": "submit", "request_id": request_id, "model": model}, graph_bytes))
+        return request_id
 
     def recv(self, timeout: float = 60) -> dict:
         """The next message: a dict (text), or a dict with "_payload" (binary)."""

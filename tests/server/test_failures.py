@@ -190,7 +190,7 @@ def test_a_non_nnsight_exception_in_a_merged_batch_fails_only_its_job(graph_of, 
 # ----------------------------------------------------------------------------- over the wire
 
 
-def _job(client, graph, request_id="r"):
+def _job(client, graph, request_id=None):
     client.submit(graph, request_id=request_id)
     accepted = client.until(lambda m: m["type"] in ("accepted", "error"))
     assert accepted["type"] == "accepted", accepted

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 
 import torch
 
@@ -94,7 +93,7 @@ def test_worker_killed_twice_fails_the_job_clearly(make_host, graph_of):
     assert failed["error"]["type"] == "WorkerRestarted" and "tried 2 times" in failed["error"]["message"]
 
 
-def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local):
+def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local, wait_until):
     host = make_host()
     client = host.socket("token-carol")
     body, n = _generation(100000)
@@ -109,11 +108,9 @@ def test_server_restart_with_jobs_queued(make_host, graph_of, tiny_local):
     client.send({"type": "cancel", "job_id": blocker})
     _wait_status(client, blocker, "cancelled")
     worker = host.get("nnsight/api/status")["models"]["tiny"]["worker_pid"]
-    host.stop(signal.SIGKILL)                 # a crash: no clean shutdown
-    deadline = time.monotonic() + 10          # its worker notices and stops too
-    while os.path.exists(f"/proc/{worker}") and "zombie" not in _state(worker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not os.path.exists(f"/proc/{worker}") or "zombie" in _state(worker)
+    host.stop(signal.SIGKILL, end_workers=False)      # a crash: no clean shutdown
+    wait_until(lambda: not os.path.exists(f"/proc/{worker}") or "zombie" in _state(worker), 10,
+               "the worker stopping by itself once its server is gone")
     host.start()                              # same job store
     again = host.socket("token-carol")
     for job_id, prompt in zip(queued, prompts):
@@ -143,3 +140,43 @@ def test_result_over_the_size_limit_fails_that_job_only(make_host, graph_of):
     client.submit(graph_of(_read_layer("hello")))
     small = client.until(lambda m: m["type"] == "accepted")["job_id"]
     assert _wait_status(client, small, "error")["type"] == "result"
+
+
+def _invokes(prompts, **kwargs):
+    def body(model, tracer):
+        for prompt in prompts:
+            with tracer.invoke(prompt, **kwargs):
+                model.model.layers[1].output.save()
+    return body
+
+
+def test_a_restarted_host_keeps_each_jobs_invoke_count_and_merge_key(make_host, graph_of):
+    """The row keeps what the scheduler needs: after a crash, two 3-invoke jobs do not share a pass
+    over max_batch_invokes=4 (counted as 1 invoke each, they would), and a job whose invokes pass
+    other keyword arguments does not join them (with its key lost, it would)."""
+    host = make_host(max_batch_invokes=4)
+    client = host.socket("token-dave")
+    body, n = _generation(100000)
+    client.submit(graph_of(body, kind="generate", max_new_tokens=n))
+    blocker = client.until(lambda m: m["type"] == "accepted")["job_id"]
+    client.until(lambda m: m.get("job_id") == blocker and m.get("status") == "running")
+    graphs = [graph_of(_invokes(["the cat", "a dog", "hello"])), graph_of(_invokes(["the mat", "a cat", "world"])),
+              graph_of(_invokes(["the city"], logits_to_keep=1))]
+    queued = []
+    for graph in graphs:
+        client.submit(graph)
+        queued.append(client.until(lambda m: m["type"] == "accepted")["job_id"])
+    rows = {job["id"]: job for job in host.get("nnsight/api/jobs", token="token-dave")["jobs"]}
+    assert [rows[j]["invokes"] for j in queued] == [3, 3, 1]
+    assert rows[queued[0]]["merge_key"] == rows[queued[1]]["merge_key"] != rows[queued[2]]["merge_key"]
+    host.stop(signal.SIGKILL)                 # a crash: the blocker is re-queued, the three stay queued
+    host.start()
+    again = host.socket("token-dave")
+    again.send({"type": "cancel", "job_id": blocker})
+    passes = []
+    for job_id in queued:
+        again.send({"type": "attach", "job_id": job_id})
+        result = _wait_status(again, job_id, "error")
+        assert result["type"] == "result", result
+        passes.append(result["batch_id"].split(".")[0])
+    assert len(set(passes)) == 3, passes      # three forward passes of their own

@@ -1,7 +1,6 @@
 """The model host on a real Jupyter server: remote equals local, co-tenancy, concurrency, re-attach, cancel."""
 
 import threading
-import time
 
 import torch
 
@@ -31,7 +30,7 @@ def _values(message):
     return [values[k] for k in sorted(values, key=int)]
 
 
-def _run(client, graph, request_id="r"):
+def _run(client, graph, request_id=None):
     client.submit(graph, request_id=request_id)
     accepted = client.until(lambda m: m["type"] in ("accepted", "error"))
     assert accepted["type"] == "accepted", accepted
@@ -120,12 +119,13 @@ def test_eight_clients_times_25_jobs_none_lost_none_mixed(jupyter_host, graph_of
     assert status["models"]["tiny"]["queued"] == 0
 
 
-def test_disconnect_and_reattach(jupyter_host, graph_of, tiny_local):
+def test_disconnect_and_reattach(jupyter_host, graph_of, tiny_local, wait_until):
     client = jupyter_host.socket("token-bob")
     client.submit(graph_of(_save_layer(PROMPTS[3])))
     job_id = client.until(lambda m: m["type"] == "accepted")["job_id"]
-    client.close()                         # gone before the result
-    time.sleep(0.5)
+    client.close()                         # gone before the result: the job goes on
+    wait_until(lambda: jupyter_host.get(f"nnsight/api/jobs/{job_id}", token="token-bob")["status"] == "done",
+               60, "the job finishing with nobody listening")
     again = jupyter_host.socket("token-bob")
     again.send({"type": "attach", "job_id": job_id})
     result = again.until(lambda m: m["type"] == "result")
@@ -165,14 +165,41 @@ def test_cancel_queued_and_running(jupyter_host, graph_of):
     assert client.until(lambda m: m["type"] == "error")["code"] == "finished"
 
 
-def test_results_are_kept_until_fetched_plus_ttl(make_host, graph_of):
+def test_results_are_kept_until_fetched_plus_ttl(make_host, graph_of, wait_until):
     host = make_host(result_ttl=1)
     client = host.socket("token-erin")
     job_id, result = _run(client, graph_of(_save_layer("hello")))
     assert result["type"] == "result"
     client.send({"type": "attach", "job_id": job_id})          # fetched once already: still there
     assert client.until(lambda m: m.get("job_id") == job_id)["type"] == "result"
-    time.sleep(3)                                               # past the TTL and a purge
+    wait_until(lambda: host.get(f"nnsight/api/jobs/{job_id}", token="token-erin")["result_bytes"] is None,
+               30, "the fetched result being purged after its TTL")
     client.send({"type": "attach", "job_id": job_id})
     expired = client.until(lambda m: m.get("job_id") == job_id)
     assert expired["type"] == "error" and "expired" in expired["error"]["message"]
+
+
+def test_a_resent_submit_is_the_same_job_even_after_a_reconnect(jupyter_host, graph_of, tiny_local):
+    graph = graph_of(_save_layer(PROMPTS[1]))
+    first = jupyter_host.socket("token-erin")
+    job_id, result = _run(first, graph, request_id="resend-1")
+    first.close()                                         # the socket drops; the client resends
+    again = jupyter_host.socket("token-erin")
+    resent, repeat = _run(again, graph, request_id="resend-1")
+    assert resent == job_id and repeat["type"] == "result"
+    for remote, local in zip(_values(repeat), _local(tiny_local, PROMPTS[1])):
+        assert torch.equal(remote, local)
+    jobs = jupyter_host.get("nnsight/api/jobs", token="token-erin")["jobs"]
+    assert [j["id"] for j in jobs if j["request_id"] == "resend-1"] == [job_id]
+    other = jupyter_host.socket("token-frank")            # another user's same request id: another job
+    theirs, _ = _run(other, graph, request_id="resend-1")
+    assert theirs != job_id
+
+
+def test_a_request_id_reused_for_another_graph_is_refused(jupyter_host, graph_of):
+    client = jupyter_host.socket("token-erin")
+    job_id, _ = _run(client, graph_of(_save_layer(PROMPTS[2])), request_id="reused-1")
+    client.submit(graph_of(_save_layer(PROMPTS[3])), request_id="reused-1")
+    refused = client.until(lambda m: m["type"] == "error")
+    assert refused["code"] == "protocol" and refused["request_id"] == "reused-1"
+    assert "already used for another graph" in refused["error"]["message"] and job_id in refused["error"]["message"]

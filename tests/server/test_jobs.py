@@ -474,3 +474,58 @@ def test_concurrent_creates_and_transitions(store):
         assert store.result(j.id) == f"r{n}-{i}".encode()
     assert store.queued() == [] and store.running() == []
     assert not [p for p in store.result_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------- idempotent submit, scheduler shape, schema 1
+
+
+def test_one_job_per_owner_and_request_id(store):
+    from nnsight_jupyter.server.jobs import DuplicateRequest
+
+    job = make(store, request_id="req-7")
+    with pytest.raises(DuplicateRequest) as again:
+        make(store, request_id="req-7", graph=b"other")
+    assert again.value.record.id == job.id
+    assert store.find_request("alice", "req-7").id == job.id and store.find_request("bob", "req-7") is None
+    other = make(store, owner="bob", request_id="req-7")      # another owner's same request id: its own job
+    assert other.id != job.id
+    assert make(store).id != make(store).id                   # no request id: no de-duplication
+    assert len(store.list_for("alice")) == 3
+
+
+def test_invokes_and_merge_key_are_kept_on_the_row(tmp_path):
+    path = tmp_path / "jobs.db"
+    with JobStore(path) as s:
+        merged = make(s, invokes=3, merge_key='{"logits_to_keep": 1}')
+        alone = make(s, kind="session", invokes=2, merge_key=None)
+    with JobStore(path) as s:
+        assert (s.get(merged.id).invokes, s.get(merged.id).merge_key) == (3, '{"logits_to_keep": 1}')
+        assert (s.get(alone.id).invokes, s.get(alone.id).merge_key) == (2, None)
+
+
+def test_a_schema_1_store_is_migrated(tmp_path):
+    """A store written before invokes / merge_key / the request index: columns added (NULL: the host
+    works them out from the graph), only the newest of duplicated request ids keeps it."""
+    path = tmp_path / "jobs.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
+            model TEXT NOT NULL, kind TEXT NOT NULL, graph_hash TEXT NOT NULL, request_id TEXT,
+            status TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, started REAL, finished REAL,
+            batch_id TEXT, rows TEXT, error_type TEXT, error_message TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+            result_bytes INTEGER, fetched_at REAL);
+        CREATE TABLE graphs (job_id TEXT PRIMARY KEY REFERENCES jobs (id), data BLOB NOT NULL);
+        CREATE TABLE history (n INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs (id),
+            status TEXT NOT NULL, time REAL NOT NULL, detail TEXT NOT NULL DEFAULT '');
+        INSERT INTO jobs (id, owner, model, kind, graph_hash, request_id, status, created, updated)
+            VALUES ('old1', 'alice', 'm', 'trace', 'h', 'r', 'queued', 1, 1),
+                   ('old2', 'alice', 'm', 'trace', 'h', 'r', 'queued', 2, 2);
+        PRAGMA user_version = 1;
+    """)
+    db.close()
+    with JobStore(path) as s:
+        assert s.get("old1").invokes is None and s.get("old1").merge_key is None
+        assert s.get("old1").request_id is None and s.get("old2").request_id == "r"
+        assert s.find_request("alice", "r").id == "old2"
+        assert make(s, invokes=2).invokes == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 
 import pytest
 import torch
@@ -114,7 +113,7 @@ def limited_host(tmp_path_factory, tiny_model_dir):
     host.stop()
 
 
-def _job(client, graph, request_id="r"):
+def _job(client, graph, request_id=None):
     client.submit(graph, request_id=request_id)
     first = client.until(lambda m: m["type"] in ("accepted", "error"))
     if first["type"] == "error":
@@ -144,8 +143,8 @@ def test_wire_two_megabytes_of_logs_fail_with_the_figure_and_nothing_hangs(limit
     P = with_nodes.Prev
     alice, bob = limited_host.socket("token-alice"), limited_host.socket("token-bob")
     chatty = with_nodes(graph_of(_layer), [("mul", ("x", 2_000_000)), ("log", (P(0),))])
-    alice.submit(chatty, request_id="a")
-    bob.submit(graph_of(_layer), request_id="b")
+    alice.submit(chatty, request_id="logs-a")
+    bob.submit(graph_of(_layer), request_id="logs-b")
     failed = alice.until(lambda m: m.get("status") == "error")
     assert failed["error"]["type"] == "ResourceLimitError"
     assert f"over this host's limit of {LOGS} bytes" in failed["error"]["message"]
@@ -181,7 +180,8 @@ def test_wire_oversized_frame_names_the_limit(limited_host, graph_of):
     _still_serving(limited_host, graph_of)
 
 
-def test_wire_stored_results_are_bounded_per_user_and_freed_when_they_expire(limited_host, graph_of, with_nodes):
+def test_wire_stored_results_are_bounded_per_user_and_freed_when_they_expire(limited_host, graph_of, with_nodes,
+                                                                            wait_until):
     erin = limited_host.socket("token-erin")
     big = with_nodes(graph_of(_layer), [("torch.zeros", (50_000,))])        # a 200 kB result
     first = _job(erin, big)
@@ -190,10 +190,8 @@ def test_wire_stored_results_are_bounded_per_user_and_freed_when_they_expire(lim
     assert refused.get("status") == "error" and refused["error"]["type"] == "ResourceLimitError"
     assert f"over the limit of {STORED} bytes per user" in refused["error"]["message"]
     _still_serving(limited_host, graph_of, "token-frank")      # another user is not affected
-    deadline = time.monotonic() + 60                          # fetched + result_ttl: purged, quota freed
-    while limited_host.get(f"nnsight/api/jobs/{first['job_id']}", token="token-erin")["result_bytes"] is not None:
-        assert time.monotonic() < deadline, "the fetched result was never purged"
-        time.sleep(0.2)
+    wait_until(lambda: limited_host.get(f"nnsight/api/jobs/{first['job_id']}", token="token-erin")["result_bytes"]
+               is None, 60, "the fetched result being purged (fetched + result_ttl), freeing the quota")
     assert _job(erin, big)["type"] == "result"
 
 
@@ -241,8 +239,7 @@ def test_decoding_runs_off_the_event_loop_and_counts_towards_the_queue_limit(tmp
     async def scenario():
         host.start()
         slow = asyncio.ensure_future(host.submit("alice", "tiny", big))
-        while not started.is_set():
-            await asyncio.sleep(0.01)
+        assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 60)
         events.append(("status answered", host.status()["models"]["tiny"]["queued"]))
         events.append(("bob accepted", (await host.submit("bob", "tiny", small)).status))
         await host.submit("alice", "tiny", small)                 # alice: 1 decoding + 1 queued = 2

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 
@@ -16,7 +15,7 @@ def _status(port, token):
         return json.loads(response.read())
 
 
-def test_serve_hosts_the_given_model(tmp_path, tiny_model_dir):
+def test_serve_hosts_the_given_model(tmp_path, tiny_model_dir, wait_until):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -29,30 +28,16 @@ def test_serve_hosts_the_given_model(tmp_path, tiny_model_dir):
          f"--NNsightHost.db_path={tmp_path / 'jobs.sqlite'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline, status = time.monotonic() + 120, None
-        while time.monotonic() < deadline:
-            try:
-                status = _status(port, "serve-token")
-                if status["models"].get("tiny", {}).get("state") == "ready":
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        assert status and status["models"]["tiny"]["state"] == "ready"
+        status = wait_until(lambda: (s := _status(port, "serve-token"))["models"].get("tiny", {}).get("state")
+                            == "ready" and s, 120, "the served model becoming ready", ignore=(OSError,))
+        assert status["models"]["tiny"]["state"] == "ready"
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def test_no_models_configured_says_so(make_host):
+def test_no_models_configured_says_so(make_host, wait_until):
     host = make_host(models={}, start=False)
     host.start(wait_ready=False)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            status = host.get("nnsight/api/status")
-            break
-        except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+    status = wait_until(lambda: host.get("nnsight/api/status"), 60, "the host answering", ignore=(OSError,))
     assert status["models"] == {} and "no models configured" in status["message"]

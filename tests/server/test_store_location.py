@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 import urllib.error
 from pathlib import Path
 
@@ -83,22 +82,17 @@ def test_a_result_written_later_is_owner_only(tmp_path):
         os.umask(old)
 
 
-def _status(host, deadline: float = 60) -> dict:
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            return host.get("nnsight/api/status")
-        except OSError:
-            assert time.monotonic() < end, (host.root / "server.log").read_text()[-3000:]
-            time.sleep(0.3)
+def _status(host, wait_until) -> dict:
+    return wait_until(lambda: host.get("nnsight/api/status"), 60,
+                      f"the host answering ({host.log_tail()})", ignore=(OSError,))
 
 
-def test_job_store_inside_root_dir_is_refused_and_the_server_keeps_running(make_host):
+def test_job_store_inside_root_dir_is_refused_and_the_server_keeps_running(make_host, wait_until):
     host = make_host(start=False)
     inside = host_paths(host.root)["root_dir"] / "jobs.sqlite"
     host.host_config["db_path"] = str(inside)
     host.start(wait_ready=False)
-    status = _status(host)
+    status = _status(host, wait_until)
     root = os.path.realpath(host_paths(host.root)["root_dir"])
     assert status["models"] == {}
     assert "inside the server's root_dir" in status["error"] and str(inside) in status["error"] and root in status["error"]
@@ -114,13 +108,13 @@ def test_job_store_inside_root_dir_is_refused_and_the_server_keeps_running(make_
     client.close()
 
 
-def test_job_store_through_a_symlink_into_root_dir_is_refused(make_host, tmp_path):
+def test_job_store_through_a_symlink_into_root_dir_is_refused(make_host, tmp_path, wait_until):
     host = make_host(start=False)
     link = tmp_path / "looks-outside"
     link.symlink_to(host_paths(host.root)["root_dir"], target_is_directory=True)
     host.host_config["db_path"] = str(link / "jobs.sqlite")
     host.start(wait_ready=False)
-    status = _status(host)
+    status = _status(host, wait_until)
     assert status["models"] == {} and "inside the server's root_dir" in status["error"]
 
 
