@@ -141,10 +141,11 @@ class _Executor:
                 node = self.graph.nodes[node_id]
                 number = {run.id: n for n, run in enumerate(self.graph.runs, 1)}
                 raise ExecutionError(
-                    f"{_describe(node)} in trace {number[node.run]} of this session makes a "
+                    f"{node.op} in trace {number[node.run]} of this session makes a "
                     f"{type(kept[node_id]).__name__} that trace {number[run_id]} uses; it cannot be copied "
-                    f"({type(error).__name__}: {error}), so every later trace could not get it as it was made. "
-                    "Pass tensors (e.g. the cache's key and value tensors) instead", where=node.line) from None
+                    f"({type(error).__name__}: {error}), so every later trace could not get it as it was made",
+                    where=node.line, module=node.module,
+                    fix="Pass tensors (e.g. the cache's key and value tensors) instead") from None
 
     def _batch(self, run) -> Batch:
         inputs = [(inv.id, self._resolve(inv.args), self._resolve(inv.kwargs), inv.all_rows) for inv in run.invokes]
