@@ -19,8 +19,10 @@ from typing import Any
 from ..errors import NNsightError, TracingError
 from ..graph.nodes import Graph, Invoke, Node, Ref, Run
 from .batching import Batch, ModuleTarget, kwargs_key
-from .executor import Result, _Executor
-from .layout import Event, Items, Layout, first_alone
+from ..graph.layout import Event, Items, Layout
+from ..graph.result import Result
+from .executor import _Executor
+from .layout import first_alone
 from .planner import MODULE_ACCESS, plan, refs_of
 
 INCOMPATIBLE_OPS = frozenset({"backward", "grad", "set_grad", "tracer.result"})

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import OutOfOrderError, TracingError
 from ..graph.nodes import Graph, Node, Ref, Run
-from .order import ExecutionOrder
+from ..graph.order import ExecutionOrder
 
 START = (0, 0, 0)
 END = (2, 0, 0)
@@ -206,3 +206,11 @@ def _uses_later_value(node: Node, source: Node) -> OutOfOrderError:
         f"(line {source.line}), which the model only computes later in the same forward pass. "
         "Compute the value in an earlier trace of a session, or from a module that runs earlier. "
         "Nothing was run.", where=node.line)
+
+
+def check_order(graph: Graph, order: ExecutionOrder) -> None:
+    """Refuse a graph whose module accesses don't fit `order` (`OutOfOrderError`, naming both lines).
+
+    A pure check of (graph, order), the planner's first step: nothing runs, no model is needed. A
+    client runs it before sending a graph to a host that uses the same order."""
+    plan(graph, {run.id: order for run in graph.runs})

@@ -24,6 +24,7 @@ from .builder import GraphBuilder
 from .proxy import Proxy
 
 if TYPE_CHECKING:
+    from ..graph.runner import Observer, Runner
     from .model import NNsight
 
 _real_print = builtins.print
@@ -49,7 +50,7 @@ class _Context:
 
     def _finish(self, owner: bool) -> None:
         if owner:
-            self.builder.run(self.runner)
+            self.builder.run(self.runner, self.observer)
             self.builder.rebind(context.user_frame())
 
 
@@ -67,9 +68,11 @@ class Tracer(_Context):
 
     is_tracer = True
 
-    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict, runner: Any = None):
+    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict, runner: "Runner",
+                 observer: "Observer | None" = None):
         self.model = model
-        self.runner = runner   # None: run locally; else the model host's runner
+        self.runner = runner         # a graph.runner.Runner: the model's local runner, or a host's
+        self.observer = observer     # a graph.runner.Observer (a front end's status line), or None
         self.kind = kind
         self._implicit = (args, kwargs) if (args or kwargs) else None
         self.options = options
@@ -291,9 +294,10 @@ def _ready(proxy: Proxy | None) -> Any:
 class Session(_Context):
     """`with model.session():` — several traces run as one request; values flow between them."""
 
-    def __init__(self, model: "NNsight", runner: Any = None):
+    def __init__(self, model: "NNsight", runner: "Runner", observer: "Observer | None" = None):
         self.model = model
         self.runner = runner
+        self.observer = observer
 
     def __enter__(self) -> "Session":
         if _open_session(self.model) is not None or context.current() is not None:

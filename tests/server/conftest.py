@@ -171,7 +171,7 @@ class _Capture:
     """A runner that keeps the graph instead of running it (the interface the client implements)."""
 
     def run(self, graph):
-        from nnsight_jupyter.execution.executor import Result
+        from nnsight_jupyter.graph.result import Result
 
         self.graph = graph
         return Result()
