@@ -12,33 +12,16 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from . import errors as _errors
 from ._version import __version__
 
-#: Where each public name lives: (module, attribute).
-_PUBLIC = {
-    "connect": ".client",
-    "LanguageModel": ".tracing",
-    "NNsight": ".tracing",
-    "Proxy": ".tracing",
-    "save": ".tracing",
-    "NNsightError": ".errors",
-    "ControlFlowError": ".errors",
-    "ExecutionError": ".errors",
-    "GraphError": ".errors",
-    "JobCancelledError": ".errors",
-    "ModelLoadError": ".errors",
-    "ModuleAttributeError": ".errors",
-    "ModuleIndexError": ".errors",
-    "OpNotAllowedError": ".errors",
-    "OutOfOrderError": ".errors",
-    "ProtocolError": ".errors",
-    "QueueFullError": ".errors",
-    "RemoteError": ".errors",
-    "ShapeMismatchError": ".errors",
-    "TracingError": ".errors",
-    "ValueNotReadyError": ".errors",
-    "WeightWriteError": ".errors",
-}
+#: The API names and the module each lives in (loaded on first use).
+_API = {"connect": ".client", "LanguageModel": ".tracing", "NNsight": ".tracing", "Proxy": ".tracing",
+        "save": ".tracing"}
+#: The error family (DESIGN.md: `NNsightError` and its subclasses): every one defined in `errors`.
+_ERRORS = [name for name, value in vars(_errors).items() if isinstance(value, type)
+           and issubclass(value, _errors.NNsightError) and value.__module__ == _errors.__name__]
+_PUBLIC = {**_API, **dict.fromkeys(_ERRORS, ".errors")}
 
 __all__ = list(_PUBLIC)
 
