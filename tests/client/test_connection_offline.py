@@ -270,6 +270,46 @@ def test_connect_model_and_trace_end_to_end(host, capsys):
     assert runner.last_job_id == "job-2" and host.connections == 1
 
 
+class Events:
+    """An observer (graph.runner.Observer) that writes down what it hears."""
+
+    def __init__(self):
+        self.events = []
+
+    def status(self, state, **detail):
+        self.events.append(("status", state, detail.get("position", detail.get("batch_id"))))
+
+    def progress(self, step, steps):
+        self.events.append(("progress", step, steps))
+
+    def log(self, line, text):
+        self.events.append(("log", line.split(":")[0], text.split("(")[0]))
+
+
+def test_an_observer_hears_the_remote_job(host, capsys):
+    model = connect(host.url, TOKEN).model("tiny")
+    events = Events()
+    with model.trace("the cat sat") as tracer:
+        tracer.observer = events
+        print("norm", model.model.layers[1].output.norm())
+        model.lm_head.output.save()
+    assert events.events == [("status", "queued", 1), ("status", "queued", 0), ("status", "running", "b1"),
+                             ("progress", 1, 3), ("progress", 2, 3), ("progress", 3, 3),
+                             ("log", "test_connection_offline.py", "norm tensor"), ("status", "done", None)]
+    assert capsys.readouterr().out == ""      # the observer shows the lines, not the default progress bar
+
+
+def test_an_observer_hears_a_remote_error_last(make_host):
+    model = connect(make_host("job_error").url, TOKEN).model("tiny")
+    events = Events()
+    with pytest.raises(E.ExecutionError):
+        with model.trace("the cat") as tracer:
+            tracer.observer = events
+            model.lm_head.output.save()
+    assert events.events[-1] == ("status", "error", None)
+    assert [e for e in events.events if e[1] in ("done", "error", "cancelled")] == [("status", "error", None)]
+
+
 def test_progress_can_be_switched_off(host, monkeypatch):
     monkeypatch.setenv("NNSIGHT_JUPYTER_PROGRESS", "0")
     made = []
