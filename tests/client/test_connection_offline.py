@@ -12,7 +12,6 @@ import _thread
 import http.server
 import json
 import threading
-import time
 
 import pytest
 import torch
@@ -483,14 +482,23 @@ def test_real_sigint_while_waiting_cancels_the_job(make_host):
     host = make_host("hang")
     model = connect(host.url, TOKEN).model("tiny")
 
+    running = threading.Event()
+
+    class Running:
+        """Tells the other thread once the client is waiting on a running job."""
+
+        def status(self, state, **detail):
+            if state == "running":
+                running.set()
+
     def press_ctrl_c():
-        host.submitted.wait(10)
-        time.sleep(0.3)
+        assert running.wait(10)
         _thread.interrupt_main()
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        with model.trace("the cat"):
+        with model.trace("the cat") as tracer:
+            tracer.observer = Running()
             model.lm_head.output.save()
     assert host.cancel_seen.wait(5)
     assert {"type": "cancel", "job_id": "job-1"} in host.received
