@@ -38,11 +38,16 @@ class NNsight(Envoy):
 
     def trace(self, *args: Any, remote: bool | None = None, **kwargs: Any) -> Tracer:
         """A forward pass; `args`/`kwargs` (if any) are the first invoke's input."""
-        return Tracer(self, "trace", args, kwargs, {}, self._runner(remote))
+        return Tracer(self, "trace", args, kwargs, {}, self._chosen_runner(remote))
 
     def session(self, remote: bool | None = None) -> Session:
         """Several traces run as one request; values flow between them without .save()."""
         return Session(self, self._runner(remote))
+
+    def _chosen_runner(self, remote: bool | None) -> Runner | None:
+        """A trace's runner when `remote=` is given; None (the default) lets the trace take its
+        session's runner, or outside a session this model's (`Tracer.__enter__`)."""
+        return None if remote is None else self._runner(remote)
 
     def _runner(self, remote: bool | None) -> Runner:
         """Who runs this model's graphs (a `graph.runner.Runner`): its local runner, or a host's.
@@ -107,4 +112,4 @@ class LanguageModel(NNsight):
         model_kwargs = {}
         for key, value in kwargs.items():
             (model_kwargs if key in ("input_ids", "attention_mask") else options)[key] = value
-        return Tracer(self, "generate", args, model_kwargs, options, self._runner(remote))
+        return Tracer(self, "generate", args, model_kwargs, options, self._chosen_runner(remote))

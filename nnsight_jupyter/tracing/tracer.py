@@ -68,10 +68,10 @@ class Tracer(_Context):
 
     is_tracer = True
 
-    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict, runner: "Runner",
-                 observer: "Observer | None" = None):
+    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict,
+                 runner: "Runner | None" = None, observer: "Observer | None" = None):
         self.model = model
-        self.runner = runner         # a graph.runner.Runner: the model's local runner, or a host's
+        self.runner = runner         # a graph.runner.Runner (None until entered: the session's, else the model's)
         self.observer = observer     # a graph.runner.Observer (a front end's status line), or None
         self.kind = kind
         self._implicit = (args, kwargs) if (args or kwargs) else None
@@ -88,9 +88,13 @@ class Tracer(_Context):
     def __enter__(self) -> "Tracer":
         session = _open_session(self.model)
         self._owner = session is None
-        if session is not None and self.runner is not session.runner:
-            raise TracingError("a trace inside a session runs where the session runs: pass remote= to "
-                               "model.session(...), not to the traces inside it")
+        if session is not None:
+            if self.runner is not None and self.runner is not session.runner:
+                raise TracingError("a trace inside a session runs where the session runs: pass remote= to "
+                                   "model.session(...), not to the traces inside it")
+            self.runner = session.runner
+        elif self.runner is None:
+            self.runner = self.model._runner(None)
         self.builder = session.builder if session is not None else GraphBuilder(self.model)
         self.run_id = self.builder.open_run(self, self.kind, self.options)
         if self._implicit is not None:

@@ -522,6 +522,19 @@ def test_remote_true_on_a_local_model(host):
     assert any(m.get("type") == "submit" for m in host.received)
 
 
+def test_remote_session_on_a_local_model(host):
+    connect(host.url, TOKEN)
+    local = LanguageModel(tiny_llama(seed=0), tokenizer=word_tokenizer())
+    local.__dict__["_name"] = "tiny"
+    with local.session(remote=True):
+        with local.trace("the cat sat"):
+            logits = local.lm_head.output.save()
+        with local.trace("the cat sat"):
+            again = local.lm_head.output.save()
+    assert torch.equal(logits.value, local_reference("the cat sat")[2]) and torch.equal(again.value, logits.value)
+    assert sum(m.get("type") == "submit" for m in host.received) == 1      # one request for the session
+
+
 def test_remote_true_finds_the_model_by_source(host):
     conn = connect(host.url, TOKEN)
     local = LanguageModel(tiny_llama(seed=0), tokenizer=word_tokenizer())

@@ -126,6 +126,34 @@ def test_any_runner_can_run_a_trace(llama):
 
 
 
+def test_traces_inside_a_session_run_with_the_sessions_runner(llama):
+    recorder = Recorder(llama._runner(None))
+    with llama.trace(PROMPT):
+        direct = llama.lm_head.output.save()
+    with llama.session() as session:
+        session.runner = recorder
+        with llama.trace(PROMPT):
+            clean = llama.model.layers[1].output
+        with llama.trace(PROMPT):
+            llama.model.layers[1].output = clean
+            patched = llama.lm_head.output.save()
+    (graph,) = recorder.graphs                    # one request: both traces
+    assert [run.kind for run in graph.runs] == ["trace", "trace"]
+    assert torch.equal(patched.value, direct.value)
+
+
+def test_a_trace_inside_a_session_cannot_choose_its_own_runner(llama):
+    with llama.session() as session:
+        session.runner = Recorder(llama._runner(None))
+        with llama.trace(PROMPT):                     # no remote=: the session's runner
+            llama.lm_head.output.save()
+    with pytest.raises(nj.TracingError, match="runs where the session runs"):
+        with llama.session() as session:
+            session.runner = Recorder(llama._runner(None))
+            with llama.trace(PROMPT, remote=False):   # this model's local runner, not the session's
+                pass
+
+
 def test_remote_true_without_a_connection_says_to_connect(llama):
     with pytest.raises(nj.TracingError, match=r"remote=True .* not connected .*connect\(\) first"):
         llama.trace(PROMPT, remote=True)
