@@ -22,12 +22,12 @@ import torch
 
 from ..errors import (ExecutionError, NNsightError, ShapeMismatchError, SharedValueError, TracingError,
                       WeightWriteError)
+from ..graph.layout import Items
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import OPS
 from ..graph.result import Result
 from ..graph.validate import is_validated, validate
 from .batching import Batch, ModuleTarget, Span, view, write
-from ..graph.layout import Items
 from .limits import new_budget
 from .planner import RunPlan, plan
 

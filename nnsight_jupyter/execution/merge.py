@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NNsightError, TracingError
-from ..graph.nodes import Graph, Invoke, Node, Ref, Run
-from .batching import Batch, ModuleTarget, kwargs_key
 from ..graph.layout import Event, Items, Layout
+from ..graph.nodes import Graph, Invoke, Node, Ref, Run
 from ..graph.result import Result
+from .batching import Batch, ModuleTarget, kwargs_key
 from .executor import _Executor
 from .layout import first_alone
 from .planner import MODULE_ACCESS, plan, refs_of

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from nnsight_jupyter import LanguageModel
-from nnsight_jupyter.client.tokenizer import tokenizer_from_description
 from nnsight_jupyter.client.skeleton import HostedModule, build_skeleton, same_tree
+from nnsight_jupyter.client.tokenizer import tokenizer_from_description
 from nnsight_jupyter.errors import NNsightError
 from nnsight_jupyter.execution import LanguageTarget, LocalRunner
+from nnsight_jupyter.graph.codec import decode, decode_values, encode, encode_values
 from nnsight_jupyter.graph.order import ExecutionOrder
 from nnsight_jupyter.graph.result import Result
-from nnsight_jupyter.graph.codec import decode, decode_values, encode, encode_values
 from nnsight_jupyter.models import config_dict, module_tree, tiny_gpt2, tiny_llama, word_tokenizer
 
 

@@ -11,12 +11,12 @@ import torch
 
 from nnsight_jupyter import LanguageModel
 from nnsight_jupyter.errors import SharedValueError, TracingError
-from nnsight_jupyter.execution.batching import Span, view
 from nnsight_jupyter.execution import execute
-from nnsight_jupyter.graph.result import Result
+from nnsight_jupyter.execution.batching import Span, view
 from nnsight_jupyter.execution.layout import record_language_layouts
 from nnsight_jupyter.execution.merge import execute_batch, merge_key, why_not_mergeable
 from nnsight_jupyter.graph.order import ExecutionOrder
+from nnsight_jupyter.graph.result import Result
 from nnsight_jupyter.models import word_tokenizer
 
 

@@ -3,8 +3,8 @@
 import torch
 
 from nnsight_jupyter.execution import execute
-from nnsight_jupyter.graph.result import Result
 from nnsight_jupyter.execution.merge import execute_batch, why_not_mergeable
+from nnsight_jupyter.graph.result import Result
 
 
 class _Recorder:
