@@ -74,7 +74,7 @@ def offending(part: str, forbidden) -> list[str]:
     return sorted(f"{m} imports {d}" for m, deps in edges(part).items() for d in deps if forbidden(d))
 
 
-def test_the_parser_sees_function_level_and_relative_imports(tmp_path):
+def test_the_parser_sees_function_level_and_relative_imports():
     # a module of the real package whose imports are known: the root's function-level ones included
     root = MODULES[ROOT]
     assert f"{ROOT}.notebook" in root and f"{ROOT}.server.app" in root and f"{ROOT}._version" in root
