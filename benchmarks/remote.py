@@ -215,13 +215,15 @@ def breakdown(connection, remote, ids, layer, reps, fsync_ms, local_ms, pause=Tr
     """Where the remote round trip goes: client timestamps (instrumented encode / send / decode) and
     the job store's timestamps (created, started, finished, fetched_at), all `time.time()` on this
     machine. The instrumentation wraps functions of this process only, for this pass only."""
-    from nnsight_jupyter.client import connection as conn_mod
+    from nnsight_jupyter.client import jobs as jobs_mod
+    from nnsight_jupyter.client import runner as runner_mod
+    from nnsight_jupyter.client.transport import Socket
     from nnsight_jupyter.graph.codec import decode, encode_values
 
     marks: dict[str, float] = {}
     captured: dict[str, Any] = {}
-    original_encode, original_decode = conn_mod.encode, conn_mod.decode_values
-    original_submit = conn_mod.Connection._submit_frame
+    original_encode, original_decode = runner_mod.encode, jobs_mod.decode_values
+    original_submit = Socket.send_frame
 
     def encode(graph):
         marks["e0"] = time.time()
@@ -242,8 +244,8 @@ def breakdown(connection, remote, ids, layer, reps, fsync_ms, local_ms, pause=Tr
         return original_submit(self, frame)
 
     rows = []
-    conn_mod.encode, conn_mod.decode_values = encode, decode_values
-    conn_mod.Connection._submit_frame = submit_frame
+    runner_mod.encode, jobs_mod.decode_values = encode, decode_values
+    Socket.send_frame = submit_frame
     try:
         with frozen_gc():
             for _ in range(reps):
@@ -255,8 +257,8 @@ def breakdown(connection, remote, ids, layer, reps, fsync_ms, local_ms, pause=Tr
                 marks["t1"] = time.time()
                 rows.append((dict(marks), remote._host.last_job_id))
     finally:
-        conn_mod.encode, conn_mod.decode_values = original_encode, original_decode
-        conn_mod.Connection._submit_frame = original_submit
+        runner_mod.encode, jobs_mod.decode_values = original_encode, original_decode
+        Socket.send_frame = original_submit
     stages = {key: [] for key, *_ in STAGES}
     totals = []
     for m, job_id in rows:

@@ -1,53 +1,62 @@
 """nnsight_jupyter: interventions on language models from Jupyter.
 
-The public API (fixed in DESIGN.md), re-exported here and nothing else.
+The public API (fixed in DESIGN.md), re-exported here and nothing else. The names are loaded on
+first use (PEP 562 `__getattr__`), so importing a part of the package (`nnsight_jupyter.graph`,
+`nnsight_jupyter.server`) does not import the rest. Two hooks that Jupyter looks up by convention
+live here too: `load_ipython_extension` (`%load_ext nnsight_jupyter`) and
+`_jupyter_server_extension_points` (`jupyter server extension enable nnsight_jupyter`).
 """
 
-from .errors import (
-    ControlFlowError,
-    ExecutionError,
-    GraphError,
-    JobCancelledError,
-    ModelLoadError,
-    ModuleAttributeError,
-    ModuleIndexError,
-    NNsightError,
-    OpNotAllowedError,
-    OutOfOrderError,
-    ProtocolError,
-    QueueFullError,
-    RemoteError,
-    ShapeMismatchError,
-    TracingError,
-    ValueNotReadyError,
-    WeightWriteError,
-)
-from .client import connect
-from .tracing import LanguageModel, NNsight, Proxy, save
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "connect",
-    "LanguageModel",
-    "NNsight",
-    "Proxy",
-    "save",
-    "NNsightError",
-    "ControlFlowError",
-    "ExecutionError",
-    "GraphError",
-    "JobCancelledError",
-    "ModelLoadError",
-    "ModuleAttributeError",
-    "ModuleIndexError",
-    "OpNotAllowedError",
-    "OutOfOrderError",
-    "ProtocolError",
-    "QueueFullError",
-    "RemoteError",
-    "ShapeMismatchError",
-    "TracingError",
-    "ValueNotReadyError",
-    "WeightWriteError",
-]
+from . import errors as _errors
+from ._version import __version__
+
+#: The API names and the module each lives in (loaded on first use).
+_API = {"connect": ".client", "LanguageModel": ".tracing", "NNsight": ".tracing", "Proxy": ".tracing",
+        "save": ".tracing"}
+#: The error family (DESIGN.md: `NNsightError` and its subclasses): every one defined in `errors`.
+_ERRORS = [name for name, value in vars(_errors).items() if isinstance(value, type)
+           and issubclass(value, _errors.NNsightError) and value.__module__ == _errors.__name__]
+_PUBLIC = {**_API, **dict.fromkeys(_ERRORS, ".errors")}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nnsight_jupyter' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value          # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext nnsight_jupyter`: the notebook front end (magics, widgets) is imported only here."""
+    from importlib.util import find_spec
+
+    if find_spec(f"{__name__}.notebook") is None:
+        from .errors import NNsightError
+
+        raise NNsightError(
+            "%load_ext nnsight_jupyter loads the notebook front end (the %%trace and %nnsight magics), which this "
+            f"version ({__version__}) does not include yet. Traces work in any cell without it: "
+            "`with model.trace(prompt): ...`, and nnsight_jupyter.connect() for a model host.")
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """The server extension, for `jupyter server extension enable nnsight_jupyter`."""
+    from .server.app import NNsightHost
+
+    return [{"module": "nnsight_jupyter.server", "app": NNsightHost}]

@@ -22,8 +22,10 @@ import torch
 
 from ..errors import ExecutionError, InputError, ShapeMismatchError, SharedValueError
 from ..graph.nodes import Run
-from .layout import UNRECORDED, Event, Items, Layout, Leaf, language_layouts, record_module_layouts
-from .order import ExecutionOrder, record_order_fake
+from ..graph.layout import Event, Items, Layout, Leaf
+from ..graph.order import ExecutionOrder
+from .layout import UNRECORDED, language_layouts, record_module_layouts
+from .order import record_order_fake
 
 
 @dataclass

@@ -20,30 +20,20 @@ buffer, parameters are read detached, and hooks are gone when `execute` returns.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from ..errors import (ExecutionError, NNsightError, OutOfOrderError, ShapeMismatchError, SharedValueError,
                       WeightWriteError)
+from ..graph.layout import Items
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import OPS
+from ..graph.result import Result
 from ..graph.validate import is_validated, validate
 from .batching import Batch, ModuleTarget, Span, view, write
-from .layout import Items
 from .limits import new_budget
 from .planner import RunPlan, plan
-
-
-@dataclass
-class Result:
-    """What comes back: saved values by save-node id, log lines, and saves that never ran."""
-
-    saved: dict[int, Any] = field(default_factory=dict)
-    logs: list[tuple[str, str]] = field(default_factory=list)
-    missing: dict[int, str] = field(default_factory=dict)
-    rows: int = 0   # batch size of the last forward pass
 
 
 class _Frame:
@@ -69,24 +59,27 @@ class _GradFrame:
 
 
 def execute(graph: Graph, target: ModuleTarget, *, echo_logs: bool = True,
-            on_step: Callable[[int], None] | None = None) -> Result:
+            on_step: Callable[[int], None] | None = None,
+            on_log: Callable[[str, str], None] | None = None) -> Result:
     """Run every run of `graph` on `target`; raise NNsightError (nothing left hooked) on failure.
 
-    `on_step(step)` is called as each generation step starts (progress; it may raise to stop).
+    `on_step(step)` is called as each generation step starts (progress; it may raise to stop);
+    `on_log(line, text)` as each `print()` of the trace runs (instead of printing it).
     A graph that was not validated yet (built by hand) is validated first."""
     if not is_validated(graph):
         validate(graph)
-    return _Executor(graph, target, echo_logs, on_step=on_step).run()
+    return _Executor(graph, target, echo_logs, on_step=on_step, on_log=on_log).run()
 
 
 class _Executor:
     def __init__(self, graph: Graph, target: ModuleTarget, echo_logs: bool, *,
                  on_step: Callable[[int], None] | None = None, groups: dict[int, int] | None = None,
-                 invoke_groups: dict[int, int] | None = None):
+                 invoke_groups: dict[int, int] | None = None, on_log: Callable[[str, str], None] | None = None):
         self.graph = graph
         self.target = target
         self.echo_logs = echo_logs
         self.on_step = on_step
+        self.on_log = on_log
         # Several jobs in one graph (execution.merge): node id -> job, invoke id -> job. A failing
         # node fails its job only: the job's later nodes are skipped, the forward pass goes on.
         self.groups = groups
@@ -569,7 +562,9 @@ class _Executor:
         self.result.logs.append((node.line, text))
         if self.groups is not None:
             self.group_logs.setdefault(self.groups[node.id], []).append((node.line, text))
-        if self.echo_logs:
+        if self.on_log is not None:
+            self.on_log(node.line, text)
+        elif self.echo_logs:
             print(text)
 
     def _result(self, node: Node, frame: Any) -> Any:

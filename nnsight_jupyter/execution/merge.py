@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ExecutionError, NNsightError
+from ..graph.layout import Event, Items, Layout
 from ..graph.nodes import Graph, Invoke, Node, Ref, Run
+from ..graph.result import Result
 from .batching import Batch, ModuleTarget, kwargs_key
-from .executor import Result, _Executor
-from .layout import Event, Items, Layout, first_alone
+from .executor import _Executor
+from .layout import first_alone
 from .planner import MODULE_ACCESS, plan, refs_of
 
 INCOMPATIBLE_OPS = frozenset({"backward", "grad", "set_grad", "tracer.result"})

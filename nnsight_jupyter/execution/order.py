@@ -1,16 +1,13 @@
-"""A model's module execution order, recorded once and used to check every trace before it runs.
+"""Recording a model's module execution order (the data, `graph.order.ExecutionOrder`, lives with the graph).
 
-An *event* is ``(module_path, call_index, kind)`` with kind ``"input"`` (the forward pre-hook)
-or ``"output"`` (the forward hook). `ExecutionOrder` is the list of events of one forward pass,
-in the order they happen. It is recorded
+The order is recorded
 
 * for a language model, from a forward of a dummy prompt under `FakeTensorMode` (shapes only,
-  no real compute), when the model is wrapped or loaded by the host;
+  no real compute), when the model is wrapped or loaded by the host (`record_order_fake`);
 * for any other module, from its first real forward (`record_order_during` wraps that call).
 
-It may also carry each event's *layout* (`execution.layout`: which dim of each value is the batch
-dim, which are sequence dims), recorded with it on the model host and on first need locally; it
-travels to clients with the order (`to_json` / `from_json`, optional key ``"layouts"``).
+Each event's *layout* (`execution.layout`) is recorded with it on the model host and on first
+need locally, and travels to clients with the order.
 """
 
 from __future__ import annotations
@@ -20,51 +17,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .layout import Event, Layout, layout_from_json, layout_to_json
-
-
-class ExecutionOrder:
-    """Events of one forward pass in time order, with O(1) position lookup."""
-
-    def __init__(self, events: list[Event], lengths: dict[Event, int] | None = None,
-                 layouts: dict[Event, Layout] | None = None):
-        self.events = list(events)
-        self.layouts = layouts           # event -> layout, once recorded (None: not yet)
-        self.lengths = dict(lengths or {})   # output events whose value is a tuple: its length
-        self.position = {event: i for i, event in enumerate(self.events)}
-        self.calls: dict[str, int] = {}
-        for path, call, kind in self.events:
-            if kind == "output":
-                self.calls[path] = max(self.calls.get(path, 0), call + 1)
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def describe(self, path: str) -> str:
-        """'called 2 times per forward pass' / 'never called' for error messages."""
-        n = self.calls.get(path, 0)
-        if n == 0:
-            return "is never called in a forward pass"
-        return f"is called {n} time{'s' if n != 1 else ''} per forward pass"
-
-    def to_json(self) -> dict:
-        data = {"events": [list(event) for event in self.events],
-                "lengths": [[*event, n] for event, n in self.lengths.items()]}
-        if self.layouts is not None:
-            reasons: dict[str, int] = {}
-            data["layouts"] = [[*event, layout_to_json(layout, reasons)] for event, layout in self.layouts.items()]
-            data["layout_reasons"] = list(reasons)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ExecutionOrder":
-        events = [(str(p), int(c), str(k)) for p, c, k in data["events"]]
-        lengths = {(str(p), int(c), str(k)): int(n) for p, c, k, n in data.get("lengths", [])}
-        layouts = None
-        if data.get("layouts") is not None:
-            reasons = [str(r) for r in data.get("layout_reasons", [])]
-            layouts = {(str(p), int(c), str(k)): layout_from_json(v, reasons) for p, c, k, v in data["layouts"]}
-        return cls(events, lengths, layouts)
+from ..graph.layout import Event
+from ..graph.order import ExecutionOrder
 
 
 class _Recording(list):

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import ExecutionError, OutOfOrderError
 from ..graph.nodes import Graph, Node, Ref, Run
-from .order import ExecutionOrder
+from ..graph.order import ExecutionOrder
 
 START = (0, 0, 0)
 END = (2, 0, 0)
@@ -235,3 +235,11 @@ def _grad_out_of_order(graph: Graph, node: Node, previous: Node) -> OutOfOrderEr
         f".grad of later modules must be read and written before that of earlier ones",
         where=node.line, module=target.module,
         fix="Move this line above the other, or read the other gradient in a separate trace. Nothing was run.")
+
+
+def check_order(graph: Graph, order: ExecutionOrder) -> None:
+    """Refuse a graph whose module accesses don't fit `order` (`OutOfOrderError`, naming both lines).
+
+    A pure check of (graph, order), the planner's first step: nothing runs, no model is needed. A
+    client runs it before sending a graph to a host that uses the same order."""
+    plan(graph, {run.id: order for run in graph.runs})

@@ -2,10 +2,5 @@
 
 `app.NNsightHost` is the extension; `host.Host` its core (queues, dispatch, faults); `jobs.JobStore`
 the durable job store; `worker` the model worker processes; `handlers` the HTTP/websocket endpoints.
+Jupyter finds the extension through the top-level package (`nnsight_jupyter._jupyter_server_extension_points`).
 """
-
-
-def _jupyter_server_extension_points() -> list[dict]:
-    from .app import NNsightHost
-
-    return [{"module": "nnsight_jupyter.server.app", "app": NNsightHost}]

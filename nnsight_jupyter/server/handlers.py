@@ -23,7 +23,8 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web, websocket
 from tornado.websocket import WebSocketProtocol13
 
-from .. import __version__, protocol
+from .. import protocol
+from .._version import __version__
 from ..errors import NNsightError, ProtocolError, extra_fields
 from .auth import AUTH_RESOURCE, owner_of
 from .host import Host, HostError

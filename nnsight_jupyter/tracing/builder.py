@@ -7,9 +7,9 @@ in the allow-list as nodes are made and checked by `graph.validate.NodeChecker.a
 (keywords, the names they read, writes into parameters or views of them), a run's options as it
 opens and an invoke's inputs as it is added (`check_run_options`, `check_invoke_inputs`): each
 error points at the user's line, and the structure, right by construction, is not checked again.
-When the outermost context exits, `run()` seals the graph as validated and runs it locally
-(`execution.execute`) or sends it to a model host (which checks everything anew as it decodes),
-and hands each saved proxy its value.
+When the outermost context exits, `run()` seals the graph as validated, hands it to the tracer's
+runner (`graph.runner.Runner`: the model's local runner, or a model host's, which checks everything
+anew as it decodes) and gives each saved proxy its value. The builder names no runner.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TracingError
-from ..execution import execute
-from ..execution.executor import Result
 from ..graph.nodes import Graph, Invoke, Node, Run
 from ..graph.ops import OPS, get_op
+from ..graph.result import Result
+from ..graph.runner import Observer, Runner
 from ..graph.validate import NodeChecker, check_invoke_inputs, check_run_options, seal
 from . import context
 from .proxy import MISSING, READY, Proxy, to_arg
@@ -103,18 +103,13 @@ class GraphBuilder:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, runner: Any = None, echo_logs: bool = True) -> Result:
-        """Execute the graph and give every saved proxy its value (or the reason it has none).
-
-        `runner` is None to run locally, or a model host's runner (`runner.run(graph) -> Result`)."""
+    def run(self, runner: Runner, observer: Observer | None = None) -> Result:
+        """Run the graph with `runner` and give every saved proxy its value (or the reason it has none)."""
         self.closed = True
         if not self.graph.runs:
             return Result()
         seal(self.graph)                               # every node was checked as it was made
-        if runner is not None:
-            self.result = runner.run(self.graph)
-        else:
-            self.result = execute(self.graph, self.model._target, echo_logs=echo_logs)
+        self.result = runner.run(self.graph, observer)
         for proxy in self.saved:
             if proxy._save_id in self.result.saved:
                 proxy._set(READY, self.result.saved[proxy._save_id])

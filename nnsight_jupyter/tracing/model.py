@@ -13,8 +13,11 @@ import torch
 
 from ..errors import TracingError
 from ..execution.batching import LanguageTarget, ModuleTarget
-from ..execution.order import ExecutionOrder
+from ..execution.runner import LocalRunner
+from ..graph.order import ExecutionOrder
+from ..graph.runner import Runner
 from .envoy import Envoy
+from .remote import remote_runner
 from .tracer import Session, Tracer
 
 
@@ -26,6 +29,7 @@ class NNsight(Envoy):
             raise TracingError(f"NNsight wraps a torch.nn.Module, got {type(module).__name__}")
         super().__init__(module)
         self.__dict__["_target"] = self._make_target(module)
+        self.__dict__["_local"] = LocalRunner(self._target)   # runs this model's graphs here
         self.__dict__["_name"] = type(module).__name__
         self.__dict__["_host"] = None   # a hosted model's runner (see client.Connection.model)
 
@@ -34,27 +38,30 @@ class NNsight(Envoy):
 
     def trace(self, *args: Any, remote: bool | None = None, **kwargs: Any) -> Tracer:
         """A forward pass; `args`/`kwargs` (if any) are the first invoke's input."""
-        return Tracer(self, "trace", args, kwargs, {}, self._runner(remote))
+        return Tracer(self, "trace", args, kwargs, {}, self._chosen_runner(remote))
 
     def session(self, remote: bool | None = None) -> Session:
         """Several traces run as one request; values flow between them without .save()."""
         return Session(self, self._runner(remote))
 
-    def _runner(self, remote: bool | None) -> Any:
-        """Who runs this model's graphs: None (locally), or a hosted model's runner.
+    def _chosen_runner(self, remote: bool | None) -> Runner | None:
+        """A trace's runner when `remote=` is given; None (the default) lets the trace take its
+        session's runner, or outside a session this model's (`Tracer.__enter__`)."""
+        return None if remote is None else self._runner(remote)
+
+    def _runner(self, remote: bool | None) -> Runner:
+        """Who runs this model's graphs (a `graph.runner.Runner`): its local runner, or a host's.
 
         A model from `connect().model(name)` always runs on its host. `remote=True` on a model built
-        locally uses the current connection's hosted model of the same name."""
+        locally uses the current connection's hosted model of the same name (`tracing.remote`)."""
         if remote is False and self._host is not None:
             raise TracingError(f"{self._name} lives on a model host (it has no weights here): remote=False "
                                "is not possible; leave remote out")
         if self._host is not None:
             return self._host
         if not remote:
-            return None
-        from ..client import runner_for
-
-        return runner_for(self)
+            return self._local
+        return remote_runner(self)
 
 
 class LanguageModel(NNsight):
@@ -82,10 +89,10 @@ class LanguageModel(NNsight):
         self._target.record_order()
 
     @classmethod
-    def _hosted(cls, skeleton: torch.nn.Module, tokenizer: Any, order: ExecutionOrder, host: Any,
+    def _hosted(cls, skeleton: torch.nn.Module, tokenizer: Any, order: ExecutionOrder, host: Runner,
                 name: str) -> "LanguageModel":
         """A model that lives on a model host: a weightless module tree, the host's execution order,
-        and `host.run(graph) -> execution.Result` to run graphs (see client.Connection.model)."""
+        and the host's runner (`graph.runner.Runner`) for its graphs (see client.Connection.model)."""
         model = cls.__new__(cls)
         model.__dict__["tokenizer"] = tokenizer
         NNsight.__init__(model, skeleton)
@@ -105,4 +112,4 @@ class LanguageModel(NNsight):
         model_kwargs = {}
         for key, value in kwargs.items():
             (model_kwargs if key in ("input_ids", "attention_mask") else options)[key] = value
-        return Tracer(self, "generate", args, model_kwargs, options, self._runner(remote))
+        return Tracer(self, "generate", args, model_kwargs, options, self._chosen_runner(remote))

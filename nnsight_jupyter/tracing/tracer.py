@@ -24,6 +24,7 @@ from .builder import GraphBuilder
 from .proxy import Proxy
 
 if TYPE_CHECKING:
+    from ..graph.runner import Observer, Runner
     from .model import NNsight
 
 _real_print = builtins.print
@@ -49,7 +50,7 @@ class _Context:
 
     def _finish(self, owner: bool) -> None:
         if owner:
-            self.builder.run(self.runner)
+            self.builder.run(self.runner, self.observer)
             self.builder.rebind(context.user_frame())
 
 
@@ -67,9 +68,11 @@ class Tracer(_Context):
 
     is_tracer = True
 
-    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict, runner: Any = None):
+    def __init__(self, model: "NNsight", kind: str, args: tuple, kwargs: dict, options: dict,
+                 runner: "Runner | None" = None, observer: "Observer | None" = None):
         self.model = model
-        self.runner = runner   # None: run locally; else the model host's runner
+        self.runner = runner         # a graph.runner.Runner (None until entered: the session's, else the model's)
+        self.observer = observer     # a graph.runner.Observer (a front end's status line), or None
         self.kind = kind
         self._implicit = (args, kwargs) if (args or kwargs) else None
         self.options = options
@@ -85,9 +88,13 @@ class Tracer(_Context):
     def __enter__(self) -> "Tracer":
         session = _open_session(self.model)
         self._owner = session is None
-        if session is not None and self.runner is not session.runner:
-            raise TracingError("a trace inside a session runs where the session runs: pass remote= to "
-                               "model.session(...), not to the traces inside it")
+        if session is not None:
+            if self.runner is not None and self.runner is not session.runner:
+                raise TracingError("a trace inside a session runs where the session runs: pass remote= to "
+                                   "model.session(...), not to the traces inside it")
+            self.runner = session.runner
+        elif self.runner is None:
+            self.runner = self.model._runner(None)
         self.builder = session.builder if session is not None else GraphBuilder(self.model)
         self.run_id = self.builder.open_run(self, self.kind, self.options)
         if self._implicit is not None:
@@ -296,9 +303,10 @@ def _ready(proxy: Proxy | None) -> Any:
 class Session(_Context):
     """`with model.session():` — several traces run as one request; values flow between them."""
 
-    def __init__(self, model: "NNsight", runner: Any = None):
+    def __init__(self, model: "NNsight", runner: "Runner", observer: "Observer | None" = None):
         self.model = model
         self.runner = runner
+        self.observer = observer
 
     def __enter__(self) -> "Session":
         if _open_session(self.model) is not None or context.current() is not None:

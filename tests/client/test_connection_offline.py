@@ -21,11 +21,13 @@ import torch
 from websockets.sync.server import serve
 
 import nnsight_jupyter.client.connection as connection_module
+import nnsight_jupyter.client.jobs as jobs_module
 from nnsight_jupyter import LanguageModel
 from nnsight_jupyter import errors as E
 from nnsight_jupyter.client import connect, current_connection, runner_for
 from nnsight_jupyter.client.connection import Connection
 from nnsight_jupyter.client.discovery import TOKEN_ENV, URL_ENV
+from nnsight_jupyter.client.transport import Socket
 from nnsight_jupyter.execution import LanguageTarget, execute
 from nnsight_jupyter.graph.codec import decode, encode_values
 from nnsight_jupyter import protocol as P
@@ -209,7 +211,7 @@ def _isolated(monkeypatch, tmp_path):
     import jupyter_core.paths
 
     monkeypatch.setattr(jupyter_core.paths, "jupyter_runtime_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(connection_module, "RECONNECT_DELAYS", (0.0, 0.05, 0.1))
+    monkeypatch.setattr(jobs_module, "RECONNECT_DELAYS", (0.0, 0.05, 0.1))
     saved = connection_module._current
     connection_module._current = None
     yield
@@ -282,6 +284,46 @@ def test_connect_model_and_trace_end_to_end(host, capsys):
     assert runner.last_job_id == "job-2" and host.connections == 1
 
 
+class Events:
+    """An observer (graph.runner.Observer) that writes down what it hears."""
+
+    def __init__(self):
+        self.events = []
+
+    def status(self, state, **detail):
+        self.events.append(("status", state, detail.get("position", detail.get("batch_id"))))
+
+    def progress(self, step, steps):
+        self.events.append(("progress", step, steps))
+
+    def log(self, line, text):
+        self.events.append(("log", line.split(":")[0], text.split("(")[0]))
+
+
+def test_an_observer_hears_the_remote_job(host, capsys):
+    model = connect(host.url, TOKEN).model("tiny")
+    events = Events()
+    with model.trace("the cat sat") as tracer:
+        tracer.observer = events
+        print("norm", model.model.layers[1].output.norm())
+        model.lm_head.output.save()
+    assert events.events == [("status", "queued", 1), ("status", "queued", 0), ("status", "running", "b1"),
+                             ("progress", 1, 3), ("progress", 2, 3), ("progress", 3, 3),
+                             ("log", "test_connection_offline.py", "norm tensor"), ("status", "done", None)]
+    assert capsys.readouterr().out == ""      # the observer shows the lines, not the default progress bar
+
+
+def test_an_observer_hears_a_remote_error_last(make_host):
+    model = connect(make_host("job_error").url, TOKEN).model("tiny")
+    events = Events()
+    with pytest.raises(E.ExecutionError):
+        with model.trace("the cat") as tracer:
+            tracer.observer = events
+            model.lm_head.output.save()
+    assert events.events[-1] == ("status", "error", None)
+    assert [e for e in events.events if e[1] in ("done", "error", "cancelled")] == [("status", "error", None)]
+
+
 def test_progress_can_be_switched_off(host, monkeypatch):
     monkeypatch.setenv("NNSIGHT_JUPYTER_PROGRESS", "0")
     made = []
@@ -307,7 +349,7 @@ def test_wrong_token_is_a_clear_error(host):
     assert "403" in str(info.value) and "Forbidden" in str(info.value) and "token" in str(info.value)
     conn = Connection(host.url, "wrong")
     with pytest.raises(E.NNsightError, match="refused the websocket .*403"):
-        conn._socket()
+        conn.socket.open()
 
 
 def test_unreachable_server():
@@ -341,7 +383,7 @@ def test_protocol_version_mismatch(make_host):
     host = make_host("old_protocol")
     conn = Connection(host.url, TOKEN)
     with pytest.raises(E.ProtocolError, match="protocol version mismatch"):
-        conn._socket()
+        conn.socket.open()
 
 
 # ====================================================================== errors
@@ -408,7 +450,7 @@ def test_drop_after_accepted_reattaches(make_host):
 def test_reconnect_gives_up_with_the_job_id(make_host, monkeypatch):
     host = make_host("drop")
     model = connect(host.url, TOKEN).model("tiny")
-    real_open = Connection._open
+    real_open = Socket._connect
     opens = []
 
     def failing_open(self):
@@ -417,13 +459,13 @@ def test_reconnect_gives_up_with_the_job_id(make_host, monkeypatch):
             raise E.NNsightError("cannot open the websocket (test)")
         return real_open(self)
 
-    monkeypatch.setattr(Connection, "_open", failing_open)
+    monkeypatch.setattr(Socket, "_connect", failing_open)
     with pytest.raises(E.NNsightError, match="could not reconnect.*attach\\('job-1'\\)"):
         with model.trace("the cat sat"):
             model.lm_head.output.save()
 
     # the job went on: once the host can be reached again, attach picks its result up
-    monkeypatch.setattr(Connection, "_open", real_open)
+    monkeypatch.setattr(Socket, "_connect", real_open)
     result = current_connection().attach("job-1")
     (logits,) = result.saved.values()
     assert torch.equal(logits, local_reference("the cat sat")[2])
@@ -436,14 +478,18 @@ def test_keyboard_interrupt_cancels_the_job(make_host, monkeypatch):
     host = make_host("hang")
     model = connect(host.url, TOKEN).model("tiny")
 
-    def interrupt(self, batch_id):
-        raise KeyboardInterrupt
+    class InterruptWhenRunning:
+        """An observer (graph.runner.Observer) that presses Ctrl-C when the job starts running."""
 
-    monkeypatch.setattr(connection_module._Progress, "running", interrupt)
+        def status(self, state, **detail):
+            if state == "running":
+                raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
-        with model.trace("the cat"):
+        with model.trace("the cat") as tracer:
+            tracer.observer = InterruptWhenRunning()
             model.lm_head.output.save()
-    assert host.cancel_seen.is_set()          # asked before the interrupt came back: nothing hung
+    assert host.cancel_seen.is_set()
     assert {"type": "cancel", "job_id": "job-1"} in host.received
 
 
@@ -451,13 +497,23 @@ def test_real_sigint_while_waiting_cancels_the_job(make_host):
     host = make_host("hang")
     model = connect(host.url, TOKEN).model("tiny")
 
+    running = threading.Event()
+
+    class Running:
+        """Tells the other thread once the client is waiting on a running job."""
+
+        def status(self, state, **detail):
+            if state == "running":
+                running.set()
+
     def press_ctrl_c():
-        host.running_sent.wait(10)            # the client is now waiting for the result
+        assert running.wait(10)
         _thread.interrupt_main()
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        with model.trace("the cat"):
+        with model.trace("the cat") as tracer:
+            tracer.observer = Running()
             model.lm_head.output.save()
     assert host.cancel_seen.wait(5)
     assert {"type": "cancel", "job_id": "job-1"} in host.received
@@ -479,6 +535,19 @@ def test_remote_true_on_a_local_model(host):
     _, _, ref_logits = local_reference("the cat sat")
     assert torch.equal(logits.value, ref_logits)
     assert any(m.get("type") == "submit" for m in host.received)
+
+
+def test_remote_session_on_a_local_model(host):
+    connect(host.url, TOKEN)
+    local = LanguageModel(tiny_llama(seed=0), tokenizer=word_tokenizer())
+    local.__dict__["_name"] = "tiny"
+    with local.session(remote=True):
+        with local.trace("the cat sat"):
+            logits = local.lm_head.output.save()
+        with local.trace("the cat sat"):
+            again = local.lm_head.output.save()
+    assert torch.equal(logits.value, local_reference("the cat sat")[2]) and torch.equal(again.value, logits.value)
+    assert sum(m.get("type") == "submit" for m in host.received) == 1      # one request for the session
 
 
 def test_remote_true_finds_the_model_by_source(host):
@@ -506,9 +575,9 @@ def test_remote_true_with_an_unknown_name(host):
         runner_for(local)
 
 
-def test_remote_true_without_a_server():
+def test_remote_true_without_a_connection():
     local = LanguageModel(tiny_llama(seed=0), tokenizer=word_tokenizer())
-    with pytest.raises(E.NNsightError, match="cannot find the Jupyter server"):
+    with pytest.raises(E.TracingError, match=r"not connected to one: call nnsight_jupyter.connect\(\) first"):
         with local.trace("the cat", remote=True):
             local.lm_head.output.save()
 
@@ -518,7 +587,7 @@ def test_close_and_context_manager(host):
         assert current_connection() is conn
     assert current_connection() is None and conn.closed
     with pytest.raises(E.NNsightError, match="closed"):
-        conn._socket()
+        conn.socket.open()
 
 
 # ====================================================================== cancel over REST (DELETE)

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from nnsight_jupyter import LanguageModel
-from nnsight_jupyter.client.connection import tokenizer_from_description
 from nnsight_jupyter.client.skeleton import HostedModule, build_skeleton, same_tree
+from nnsight_jupyter.client.tokenizer import tokenizer_from_description
 from nnsight_jupyter.errors import NNsightError
-from nnsight_jupyter.execution import ExecutionOrder, LanguageTarget, Result, execute
+from nnsight_jupyter.execution import LanguageTarget, LocalRunner
 from nnsight_jupyter.graph.codec import decode, decode_values, encode, encode_values
+from nnsight_jupyter.graph.order import ExecutionOrder
+from nnsight_jupyter.graph.result import Result
 from nnsight_jupyter.models import config_dict, module_tree, tiny_gpt2, tiny_llama, word_tokenizer
 
 
@@ -115,16 +117,16 @@ def test_tokenizer_from_description_matches():
 # ------------------------------------------------------------------ tracing a skeleton
 
 class FakeRunner:
-    """Runs graphs the way a host would: through the wire format, on a real model."""
+    """A `graph.runner.Runner` that runs graphs the way a host would: through the wire format, on a real model."""
 
     def __init__(self, model, tokenizer):
-        self.target = LanguageTarget(model, tokenizer)
-        self.order = self.target.record_order()
+        self.local = LocalRunner(LanguageTarget(model, tokenizer))
+        self.order = self.local.target.record_order()
         self.graphs = 0
 
-    def run(self, graph) -> Result:
+    def run(self, graph, observer=None) -> Result:
         self.graphs += 1
-        result = execute(decode(encode(graph)), self.target, echo_logs=False)
+        result = self.local.run(decode(encode(graph)), observer)
         values = decode_values(encode_values({str(k): v for k, v in result.saved.items()}))
         return Result({int(k): v for k, v in values.items()}, result.logs, result.missing)
 

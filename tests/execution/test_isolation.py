@@ -11,27 +11,30 @@ import torch
 
 from nnsight_jupyter import LanguageModel
 from nnsight_jupyter.errors import InputError, SharedValueError
+from nnsight_jupyter.execution import execute
 from nnsight_jupyter.execution.batching import Span, view
-from nnsight_jupyter.execution.executor import Result, execute
 from nnsight_jupyter.execution.layout import record_language_layouts
 from nnsight_jupyter.execution.merge import execute_batch, merge_key, why_not_mergeable
-from nnsight_jupyter.execution.order import ExecutionOrder
+from nnsight_jupyter.graph.order import ExecutionOrder
+from nnsight_jupyter.graph.result import Result
 from nnsight_jupyter.models import word_tokenizer
-from nnsight_jupyter.tracing.tracer import Tracer
 
 
-class _Capture:
-    def run(self, graph):
+class _Recorder:
+    """A runner (`graph.runner.Runner`) that keeps the graph instead of running it, as a model host's client would."""
+
+    def run(self, graph, observer=None):
         self.graph = graph
         return Result()
 
 
 def _graph(model, body, *args, **kwargs):
     """Trace `body(model, tracer)` without running it (`args`/`kwargs`: the trace's own input)."""
-    capture = _Capture()
-    with Tracer(model, "trace", args, kwargs, {}, capture) as tracer:
+    recorder = _Recorder()
+    with model.trace(*args, **kwargs) as tracer:
+        tracer.runner = recorder
         body(model, tracer)
-    return capture.graph
+    return recorder.graph
 
 
 def _job(prompt, body=None, **kwargs):

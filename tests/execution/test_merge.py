@@ -2,25 +2,26 @@
 
 import torch
 
-from nnsight_jupyter.execution.executor import Result, execute
+from nnsight_jupyter.execution import execute
 from nnsight_jupyter.execution.merge import execute_batch, why_not_mergeable
-from nnsight_jupyter.tracing.tracer import Tracer
+from nnsight_jupyter.graph.result import Result
 
 
-class _Capture:
-    """A runner that keeps the graph instead of running it (the interface a model host implements)."""
+class _Recorder:
+    """A runner (`graph.runner.Runner`) that keeps the graph instead of running it, as a model host's client would."""
 
-    def run(self, graph):
+    def run(self, graph, observer=None):
         self.graph = graph
         return Result()
 
 
 def _graph(model, body):
     """Trace `body(model, tracer)` without running it; return (graph, saved proxies)."""
-    capture = _Capture()
-    with Tracer(model, "trace", (), {}, {}, capture) as tracer:
+    recorder = _Recorder()
+    with model.trace() as tracer:
+        tracer.runner = recorder
         saved = body(model, tracer)
-    return capture.graph, saved
+    return recorder.graph, saved
 
 
 def _solo(model, graph):

@@ -2,7 +2,8 @@
 
 import torch
 
-from nnsight_jupyter.execution.order import ExecutionOrder, record_order_during, record_order_fake
+from nnsight_jupyter.execution.order import record_order_during, record_order_fake
+from nnsight_jupyter.graph.order import ExecutionOrder
 
 
 def test_fake_recording_equals_real(raw_llama):

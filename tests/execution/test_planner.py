@@ -3,7 +3,7 @@
 import pytest
 
 from nnsight_jupyter.errors import ExecutionError, OutOfOrderError
-from nnsight_jupyter.execution.order import ExecutionOrder
+from nnsight_jupyter.graph.order import ExecutionOrder
 from nnsight_jupyter.execution.planner import plan
 from nnsight_jupyter.graph.nodes import Graph, Invoke, Node, Ref, Run
 

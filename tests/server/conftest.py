@@ -127,11 +127,11 @@ def make_host(tmp_path, tiny_model_dir):
         host.stop()
 
 
-class _Capture:
-    """A runner that keeps the graph instead of running it (the interface the client implements)."""
+class _Recorder:
+    """A runner (`graph.runner.Runner`) that keeps the graph instead of running it (as the client would send it)."""
 
-    def run(self, graph):
-        from nnsight_jupyter.execution.executor import Result
+    def run(self, graph, observer=None):
+        from nnsight_jupyter.graph.result import Result
 
         self.graph = graph
         return Result()
@@ -139,15 +139,16 @@ class _Capture:
 
 @pytest.fixture
 def graph_of(tiny_local):
-    """graph_of(body) -> encoded graph of `with model.trace() as tr: body(model, tr)` (not run)."""
+    """graph_of(body) -> encoded graph of `with model.trace() as tr: body(model, tr)` (not run);
+    `graph_of(body, "generate", max_new_tokens=n)` for a generation."""
     from nnsight_jupyter.graph.codec import encode
-    from nnsight_jupyter.tracing.tracer import Tracer
 
     def build(body, kind="trace", **options):
-        capture = _Capture()
-        with Tracer(tiny_local, kind, (), {}, options, capture) as tracer:
+        recorder = _Recorder()
+        with getattr(tiny_local, kind)(**options) as tracer:
+            tracer.runner = recorder
             body(tiny_local, tracer)
-        return encode(capture.graph)
+        return encode(recorder.graph)
 
     return build
 
