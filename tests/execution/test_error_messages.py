@@ -10,10 +10,10 @@ import torch
 
 import nnsight_jupyter as nj
 from nnsight_jupyter.errors import ExecutionError, InputError, OutOfOrderError, ShapeMismatchError
-from nnsight_jupyter.execution.executor import Result, execute
+from nnsight_jupyter.execution import execute
 from nnsight_jupyter.execution.merge import execute_batch
 from nnsight_jupyter.graph.nodes import Graph, Invoke, Node, Ref, Run
-from nnsight_jupyter.tracing.tracer import Tracer
+from nnsight_jupyter.graph.result import Result
 
 PROMPT = "the cat sat on the mat"
 LINE = re.compile(r"test_error_messages\.py:\d+: ")
@@ -41,18 +41,21 @@ def _named(error: nj.NNsightError, module: str | None, *words: str) -> str:
     return message
 
 
-class _Capture:
-    def run(self, graph):
+class _Recorder:
+    """A runner (`graph.runner.Runner`) that keeps the graph instead of running it."""
+
+    def run(self, graph, observer=None):
         self.graph = graph
         return Result()
 
 
-def _graph(model, body, kind="trace", **options) -> Graph:
-    capture = _Capture()
-    with Tracer(model, kind, (), {}, options, capture) as tracer:
+def _graph(model, body) -> Graph:
+    recorder = _Recorder()
+    with model.trace() as tracer:
+        tracer.runner = recorder
         with tracer.invoke(PROMPT):
             body(model)
-    return capture.graph
+    return recorder.graph
 
 
 @pytest.fixture
