@@ -25,7 +25,8 @@ import torch
 from .nodes import Ref
 from .validate import MAX_DEPTH
 
-__all__ = ["BadArg", "DTYPES", "DTYPE_NAMES", "PLAIN", "JSON_SCALARS", "encoder", "decoder", "encode_kwargs", "decode_list", "decode_dict", "json_type"]
+__all__ = ["BadArg", "DTYPES", "DTYPE_NAMES", "PLAIN", "JSON_SCALARS", "encoder", "decoder", "encode_kwargs",
+           "decode_list", "decode_dict", "json_type"]
 
 
 class BadArg(Exception):

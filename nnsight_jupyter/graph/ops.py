@@ -209,7 +209,8 @@ MODEL_OPS: dict[str, Op] = {op.name: op for op in (
     _model("module.set_output", anchor="output", part="output", writes=_FRAME, borrows=True),
     _model("module.set_input", anchor="input", part="input", writes=_FRAME, borrows=True),
     _model("module.set_inputs", anchor="input", part="inputs", writes=_FRAME, borrows=True),
-    _model("module.skip", anchor="input", part="forward", writes=_FRAME, borrows=True),  # do not run it: the value is its output
+    # do not run the module: the value is its output
+    _model("module.skip", anchor="input", part="forward", writes=_FRAME, borrows=True),
     # tracer.cache(): a copy of a module's output / (args, kwargs), kept past the trace, taken
     # whenever the forward pass reaches the module (out of program order: never refused for it)
     _model("cache.output", anchor="output", part="output", ordered=False, saves=True),
@@ -219,7 +220,7 @@ MODEL_OPS: dict[str, Op] = {op.name: op for op in (
     _model("module.param", checks=(Check(0, "module path"), Check(1, "parameter name")), arity=(2, 2),
            weight=True, borrows=True),
     # gradients (inside `with loss.backward():`): they run alone
-    _model("grad", anchor="gradient", merges=False, borrows=True),                      # read the gradient of a value
+    _model("grad", anchor="gradient", merges=False, borrows=True),                     # read a value's gradient
     _model("set_grad", anchor="gradient", writes=_FRAME, merges=False, borrows=True),  # replace it, further back
     _model("backward", anchor="end", runs_backward=True, merges=False, borrows=True),  # from a scalar
     # results
