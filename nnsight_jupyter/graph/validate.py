@@ -51,6 +51,7 @@ _PARAM = 8       # Op.weight: its result is a model parameter or buffer
 _SPECIAL = 16    # Op.checks: literal names among its arguments
 _FLAGS: dict[str, int] = {}
 _SECTIONS: dict[str, str] = {}   # op name -> its section of graph.keywords.KEYWORDS
+_CHECKS: dict[str, tuple] = {}   # op name -> (min args, max args or None, ((index, name rule), ...))
 
 
 def _op_flags(node: Any) -> int:
@@ -66,6 +67,9 @@ def _op_flags(node: Any) -> int:
              | (_PARAM if op.weight else 0)
              | (_SPECIAL if op.checks or op.arity is not None else 0))
     _SECTIONS[name] = op.keywords or SECTION_OF_KIND[op.kind]
+    if flags & _SPECIAL:
+        low, high = op.arity or (0, None)
+        _CHECKS[name] = (low, high, tuple((c.index, _NAME_RULES[c.what]) for c in op.checks))
     _FLAGS[name] = flags
     return flags
 
@@ -282,17 +286,25 @@ class NodeChecker:
     def _check_special(self, node: Node) -> None:
         """Ops whose arguments name things (`Op.checks`: getattr, module.param, module.call): their
         number of arguments (`Op.arity`) and each name, a literal str valid for what it names."""
-        op, args = OPS[node.op], node.args
-        low, high = op.arity or (0, None)
-        if (not low <= len(args) <= (len(args) if high is None else high)
-                or any(type(args[c.index]) is not str for c in op.checks)):
-            count = f"{low}" if high == low else f"{low} or more" if high is None else f"{low} to {high}"
-            names = ", ".join(f"the {c.what} as argument {c.index}" for c in op.checks)
-            raise node_error(node, f"{node.op} needs {count} arguments, with {names} a literal str")
-        for check in op.checks:
-            problem = _NAME_RULES[check.what](args[check.index])
+        low, high, checks = _CHECKS[node.op]
+        args = node.args
+        count = len(args)
+        if count < low or (high is not None and count > high):
+            raise self._bad_names(node)
+        for index, rule in checks:
+            name = args[index]
+            if type(name) is not str:
+                raise self._bad_names(node)
+            problem = rule(name)
             if problem:
                 raise node_error(node, problem)
+
+    def _bad_names(self, node: Node) -> Exception:
+        op = OPS[node.op]
+        low, high = op.arity or (0, None)
+        count = f"{low}" if high == low else f"{low} or more" if high is None else f"{low} to {high}"
+        names = ", ".join(f"the {c.what} as argument {c.index}" for c in op.checks)
+        return node_error(node, f"{node.op} needs {count} arguments, with {names} a literal str")
 
     # ------------------------------------------------------------------------------ refs
     def _check_ref(self, node: Node, ref: Ref, run_pos: int | None) -> None:

@@ -116,6 +116,7 @@ def kv_reuse(monkeypatch):
     monkeypatch.setitem(MODEL_OPS, op.name, op)
     monkeypatch.setattr(validate, "_FLAGS", {})        # per-op caches, rebuilt from the table
     monkeypatch.setattr(validate, "_SECTIONS", {})
+    monkeypatch.setattr(validate, "_CHECKS", {})
     return op
 
 
@@ -144,6 +145,7 @@ def test_a_new_op_that_names_things_is_checked_by_the_validator(monkeypatch):
     monkeypatch.setitem(OPS, op.name, op)
     monkeypatch.setattr(validate, "_FLAGS", {})
     monkeypatch.setattr(validate, "_SECTIONS", {})
+    monkeypatch.setattr(validate, "_CHECKS", {})
     validate.validate(_graph(Node(0, "module.buffer", ("a", "running_mean"), line="u.py:1")))
     with pytest.raises(GraphError, match="parameter name '_secret'"):
         validate.validate(_graph(Node(0, "module.buffer", ("a", "_secret"), line="u.py:1")))
