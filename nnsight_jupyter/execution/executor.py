@@ -28,7 +28,7 @@ from ..errors import (ExecutionError, NNsightError, OutOfOrderError, ShapeMismat
                       WeightWriteError)
 from ..graph.layout import Items
 from ..graph.nodes import Graph, Node, Ref
-from ..graph.ops import OPS
+from ..graph.ops import MODEL_OPS, OPS
 from ..graph.result import Result
 from ..graph.validate import is_validated, validate
 from .batching import Batch, ModuleTarget, Span, view, write
@@ -90,14 +90,9 @@ class _Executor:
         self.result = Result()
         self.weights: frozenset[int] | None = None
         self.budget = new_budget()          # per-job memory and log limits (None: none set, no accounting)
+        # One handler per model op of the table (`_HANDLERS`, checked against MODEL_OPS at import).
         self._dispatch: dict[str, Callable[[Node, Any], Any]] = {
-            "module.output": self._read_output, "module.input": self._read_input,
-            "module.inputs": self._read_inputs, "module.set_output": self._set_output,
-            "module.set_input": self._set_input, "module.set_inputs": self._set_inputs,
-            "module.skip": self._skip, "module.call": self._call_module, "module.param": self._param,
-            "grad": self._grad, "set_grad": self._set_grad, "backward": self._backward,
-            "save": self._save, "log": self._log, "tracer.result": self._result,
-        }
+            name: getattr(self, _HANDLERS[name]) for name in MODEL_OPS}
 
     # ------------------------------------------------------------------ runs
 
@@ -201,7 +196,7 @@ class _Executor:
 
     def _report_missing(self, run_plan: RunPlan) -> None:
         for node in self.graph.nodes:
-            if node.run == run_plan.run.id and node.op == "save" and node.id not in self.values:
+            if node.run == run_plan.run.id and OPS[node.op].saves and node.id not in self.values:
                 self.result.missing[node.id] = (
                     f"{node.line}: this value was never computed: generation stopped after step "
                     f"{self.step} (end of sequence) before step {node.step} ran")
@@ -414,9 +409,10 @@ class _Executor:
         if not isinstance(frame, _Frame) or self.batch.spans[node.invoke].full:
             return
         inputs = (*(frame.args or ()), *(frame.kwargs or {}).values())
-        if node.op == "module.set_output":
+        part = OPS[node.op].part
+        if part == "output":
             written: tuple = (frame.value,)
-        elif node.op == "module.set_input":
+        elif part == "input":
             written = inputs[:1]
         else:
             written = inputs
@@ -549,6 +545,14 @@ class _Executor:
                                  fix="See its .named_parameters() / .named_buffers() for the names it has.")
         return tensor.detach()
 
+    def _cache_output(self, node: Node, frame: _Frame) -> Any:
+        value = self.result.saved[node.id] = _snapshot(self._read_output(node, frame))
+        return value
+
+    def _cache_inputs(self, node: Node, frame: _Frame) -> Any:
+        value = self.result.saved[node.id] = _snapshot(self._read_inputs(node, frame))
+        return value
+
     # -- results
     def _save(self, node: Node, frame: Any) -> Any:
         value = _snapshot(self._resolve(node.args[0]))
@@ -637,8 +641,22 @@ class _Executor:
 
 
 _CONSTANT = frozenset({int, float, str, bool, type(None), torch.Tensor})
-# Model ops that may copy into the module value they are anchored at (for part of the batch).
-_SETS = frozenset({"module.set_output", "module.set_input", "module.set_inputs"})
+# Model ops that may copy into the module value they are anchored at (for part of the batch): they
+# write the part of the module's value their hook holds (a skip writes an output it has not yet).
+_HELD = {("output", "output"), ("input", "input"), ("input", "inputs")}     # (Op.anchor, Op.part)
+_SETS = frozenset(op.name for op in MODEL_OPS.values()
+                  if op.writes is not None and op.writes.frame and (op.anchor, op.part) in _HELD)
+#: The handler (an `_Executor` method) of each model op.
+_HANDLERS = {
+    "module.output": "_read_output", "module.input": "_read_input", "module.inputs": "_read_inputs",
+    "module.set_output": "_set_output", "module.set_input": "_set_input", "module.set_inputs": "_set_inputs",
+    "module.skip": "_skip", "cache.output": "_cache_output", "cache.inputs": "_cache_inputs",
+    "module.call": "_call_module", "module.param": "_param", "grad": "_grad", "set_grad": "_set_grad",
+    "backward": "_backward", "save": "_save", "log": "_log", "tracer.result": "_result",
+}
+if set(_HANDLERS) != set(MODEL_OPS) or not all(hasattr(_Executor, m) for m in _HANDLERS.values()):
+    raise ImportError("execution.executor: the model ops of graph.ops.MODEL_OPS and their handlers "
+                      f"differ: {sorted(set(_HANDLERS) ^ set(MODEL_OPS))}")
 
 
 _IMMUTABLE = frozenset({int, float, str, bool, complex, bytes, type(None), torch.Size, torch.dtype, torch.device,
@@ -742,8 +760,8 @@ def _setitem_mismatch(node: Node, source: Node | None, args: tuple) -> ShapeMism
             return None
     except RuntimeError:
         pass
-    kind = {"module.output": "output", "module.input": "input", "module.inputs": "inputs"}.get(
-        source.op if source is not None else "", "value")
+    op = OPS.get(source.op) if source is not None else None
+    kind = op.part if op is not None and op.borrows and op.writes is None and op.part else "value"
     name = f"{source.module or 'model'}.{kind}" if source is not None else "the value"
     return ShapeMismatchError(
         f"an in-place write into {name} has the wrong shape: the indexed part has shape {part}, the "

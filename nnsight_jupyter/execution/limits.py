@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import ResourceLimitError
+from ..graph.ops import OPS
 
 __all__ = ["Budget", "configure", "new_budget", "format_bytes"]
 
@@ -34,9 +35,7 @@ _settings: dict[str, int | None] = {"max_job_memory_bytes": None, "max_log_bytes
 # Bytes per element of a Python list built by `tolist()` (a pointer plus a boxed float or int).
 _PY_ITEM_BYTES = 32
 # Ops whose result is the module's own value (or a view of it), never an allocation of the job.
-_BORROWED = frozenset({"module.output", "module.input", "module.inputs", "module.param", "grad",
-                       "module.set_output", "module.set_input", "module.set_inputs", "module.skip",
-                       "set_grad", "log", "tracer.result", "backward"})
+_BORROWED = frozenset(op.name for op in OPS.values() if op.borrows)      # graph.ops.Op.borrows
 _ELEMENTWISE = frozenset({
     "add", "sub", "mul", "div", "truediv", "floordiv", "mod", "pow", "and_", "or_", "xor", "lt", "le",
     "gt", "ge", "eq", "ne", "maximum", "minimum", "where", "atan2", "logical_and", "logical_or",

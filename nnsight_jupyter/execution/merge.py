@@ -19,14 +19,13 @@ from typing import Any
 from ..errors import ExecutionError, NNsightError
 from ..graph.layout import Event, Items, Layout
 from ..graph.nodes import Graph, Invoke, Node, Ref, Run
+from ..graph.ops import OPS
 from ..graph.result import Result
 from .batching import Batch, ModuleTarget, kwargs_key
 from .executor import _Executor
 from .layout import first_alone
-from .planner import MODULE_ACCESS, plan, refs_of
+from .planner import MODULE_EVENTS, plan, refs_of
 
-INCOMPATIBLE_OPS = frozenset({"backward", "grad", "set_grad", "tracer.result"})
-_WRITES = frozenset({"module.set_output", "module.set_input", "module.set_inputs", "module.skip"})
 _INPUT_KWARGS = ("input_ids", "attention_mask")
 
 
@@ -52,7 +51,7 @@ def job_kind(graph: Graph) -> str:
         return "generate"
     if graph.parameters:
         return "training"
-    if any(node.op in INCOMPATIBLE_OPS for node in graph.nodes):
+    if any(not OPS[node.op].merges for node in graph.nodes):    # graph.ops.Op.merges: gradients ...
         return "backward"
     return "trace"
 
@@ -107,12 +106,13 @@ def _reached_issue(graph: Graph, layouts: dict[Event, Layout]) -> str | None:
         for ref in set(refs):
             consumers.setdefault(ref, []).append(node)
     for node in graph.nodes:
-        kind = MODULE_ACCESS.get(node.op)
-        if kind is None:
+        op = OPS[node.op]
+        kind = op.anchor
+        if kind not in MODULE_EVENTS:
             continue
         layout: Any = layouts.get((node.module or "", node.call, kind))
         where = f"{node.module or 'model'}.{'output' if kind == 'output' else 'inputs'}"
-        if node.op in ("module.input", "module.set_input") and isinstance(layout, Items):
+        if op.part == "input" and isinstance(layout, Items):
             args = layout.child(0)
             kwargs = layout.child(1)
             if isinstance(args, Items) and args.children:
@@ -120,7 +120,7 @@ def _reached_issue(graph: Graph, layouts: dict[Event, Layout]) -> str | None:
             elif isinstance(kwargs, Items) and kwargs.children:
                 key = next(iter(kwargs.children))
                 layout, where = kwargs.child(key), f"{where}[1][{key!r}]"
-        if node.op in _WRITES:
+        if op.writes is not None:
             issue = first_alone(layout, where)
         else:
             issue = _reach(node, layout, consumers, where)

@@ -12,6 +12,11 @@ in its invoke (its *cursor*) and no earlier than the values it uses. A module ac
 its own event; if that event is earlier than the cursor or than a value it uses, the trace is
 impossible and `OutOfOrderError` says which line, which modules and how to fix it. Invokes have
 cursors of their own, so a value read in one invoke can be used in a later one with no barrier.
+
+Where a node goes is read from its op's declarations (`graph.ops.Op`): `anchor` (a module's input
+or output event, a gradient, the end of the forward pass, or none), `ordered` (an unordered op, a
+cache entry, is placed at its event without moving or checking the cursor), `part` ("forward":
+the module's forward is skipped) and `runs_backward` (the run records gradients).
 """
 
 from __future__ import annotations
@@ -23,16 +28,13 @@ import torch
 
 from ..errors import ExecutionError, OutOfOrderError
 from ..graph.nodes import Graph, Node, Ref, Run
+from ..graph.ops import OPS
 from ..graph.order import ExecutionOrder
 
 START = (0, 0, 0)
 END = (2, 0, 0)
-MODULE_ACCESS = {
-    "module.output": "output", "module.set_output": "output",
-    "module.input": "input", "module.inputs": "input", "module.set_input": "input",
-    "module.set_inputs": "input", "module.skip": "input",
-}
-GRAD_OPS = ("grad", "set_grad")
+#: The anchors (`graph.ops.ANCHORS`) that are events of the forward pass: a module's input or output.
+MODULE_EVENTS = frozenset({"input", "output"})
 
 
 @dataclass
@@ -106,17 +108,17 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
         for ref in node.refs:
             if run_of.get(ref) == node.run and anchors[ref] > dep:
                 dep, dep_node = anchors[ref], ref
-        passive = bool(node.kwargs.get("passive")) if node.op in ("module.output", "module.inputs", "save") else False
-        kind = MODULE_ACCESS.get(node.op)
-        if kind is not None:
+        op = OPS[node.op]
+        kind = op.anchor
+        if kind in MODULE_EVENTS:
             anchor = _event_anchor(node, kind, orders[node.run], graph)
-            if not passive:
+            if op.ordered:
                 if anchor < cur:
                     raise _out_of_order(node, last_access.get(key), orders[node.run])
                 if dep > anchor:
                     raise _uses_later_value(node, graph.nodes[_index(graph, dep_node)])
                 last_access[key] = node
-        elif node.op in GRAD_OPS:
+        elif kind == "gradient":
             target = node.args[0].id
             t_anchor = anchors[target]
             if t_anchor[0] != 1:
@@ -133,17 +135,17 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
             grad_anchor_target.setdefault(anchor, target)
             anchor = max(anchor, cur)
             run_plan.grads.setdefault(target, [])
-        elif node.op in ("tracer.result", "backward") or node.step < 0:
+        elif kind == "end" or node.step < 0:
             anchor = max(END, cur, dep)
-        elif passive:
+        elif not op.ordered:
             anchor = dep
         else:
             anchor = max(cur, dep)
         anchors[node.id] = anchor
         run_of[node.id] = node.run
-        if not passive:
+        if op.ordered:
             cursor[key] = anchor
-        _place(run_plan, node, anchor, orders[node.run], grad_anchor_target)
+        _place(run_plan, node, op, anchor, orders[node.run], grad_anchor_target)
     return [plans[run.id] for run in graph.runs]
 
 
@@ -171,11 +173,12 @@ def _event_anchor(node: Node, kind: str, order: ExecutionOrder, graph: Graph) ->
     return (1, node.step, pos)
 
 
-def _place(run_plan: RunPlan, node: Node, anchor: tuple, order: ExecutionOrder, grad_targets: dict) -> None:
+def _place(run_plan: RunPlan, node: Node, op: Any, anchor: tuple, order: ExecutionOrder,
+           grad_targets: dict) -> None:
     stage = anchor[0]
-    if node.op == "module.skip":
+    if op.part == "forward":
         run_plan.skips.add(node.module or "")
-    if node.op == "backward":
+    if op.runs_backward:
         run_plan.needs_grad = True
     if stage == 0:
         run_plan.before.append(node)
@@ -196,7 +199,7 @@ def _place(run_plan: RunPlan, node: Node, anchor: tuple, order: ExecutionOrder, 
 
 
 def _name(node: Node, kind: str | None = None) -> str:
-    kind = kind or MODULE_ACCESS.get(node.op, "")
+    kind = kind or OPS[node.op].anchor
     step = f" (generation step {node.step})" if node.step else ""
     call = f" (call {node.call})" if node.call else ""
     return f"{node.module or 'model'}.{kind}{call}{step}"

@@ -1,14 +1,16 @@
 """The keyword allow-list: every keyword argument a graph can hand to torch or transformers.
 
-A graph passes keywords in four places, each with its section of `KEYWORDS` (name -> what the
+A graph passes keywords in three places, each with its section of `KEYWORDS` (name -> what the
 value may be):
 
 * ``generate``: the options of a ``generate`` run (``max_new_tokens=4``), passed to
   ``model.generate``; a ``trace`` run takes none (the ``trace`` section is empty);
 * ``model``: the keyword inputs of an invoke and of a module call, passed to a module's
   ``forward`` (and, in a generate run, to ``model.generate`` as model inputs);
-* ``torch``: the keyword arguments of torch functions and Tensor methods;
-* ``marks``: flags the tracer puts on its own model ops (``passive`` on cached reads).
+* ``torch``: the keyword arguments of torch functions and Tensor methods.
+
+Operators and model ops take no keywords (``module.call`` takes the ``model`` section: its
+`graph.ops.Op.keywords`); what a model op does is its name, never a flag.
 
 `check_keywords` refuses anything else, naming the keyword, where it was given and what is
 allowed; `graph.validate` calls it on every path (the builder before a trace runs or is sent, the
@@ -106,7 +108,6 @@ LIT_BOOL = Accepts("a literal bool", lambda v: type(v) is bool, ref=False)
 LIT_NUMBER = Accepts("a literal number", _number, ref=False)
 LIT_INT_LISTS = Accepts("a list of lists of ints", lambda v: isinstance(v, (list, tuple)) and all(
     isinstance(x, (list, tuple)) and all(type(i) is int for i in x) for x in v), ref=False)
-BOOL_FLAG = Accepts("a literal bool", lambda v: type(v) is bool, ref=False)
 
 KEYWORDS: dict[str, dict[str, Accepts]] = {
     # model.generate(**options): sampling and length controls that keep one row per prompt and
@@ -160,13 +161,12 @@ KEYWORDS: dict[str, dict[str, Accepts]] = {
         "compute_mode": _choice("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",
                                 "donot_use_mm_for_euclid_dist"),
     },
-    "marks": {"passive": BOOL_FLAG},
 }
 
-#: The section that keyword arguments of a node are checked against, by op kind (operators take
-#: none); `module.call` passes its keywords to a module's forward.
-SECTION_OF_KIND = {"torch": "torch", "method": "torch", "operator": "operators", "model": "marks"}
-_OPERATORS: dict[str, Accepts] = {}
+#: The section that keyword arguments of a node are checked against, by op kind (operators and
+#: model ops take none); an op may name another (`graph.ops.Op.keywords`: ``module.call``).
+SECTION_OF_KIND = {"torch": "torch", "method": "torch", "operator": "none", "model": "none"}
+_NONE: dict[str, Accepts] = {}
 
 #: Why the best-known dangerous keywords are not on the list (for the message only).
 REFUSED = {
@@ -187,7 +187,7 @@ REFUSED = {
 
 
 def _section(name: str) -> Mapping[str, Accepts]:
-    return _OPERATORS if name == "operators" else KEYWORDS[name]
+    return _NONE if name == "none" else KEYWORDS[name]
 
 
 def keyword_problem(section: str, name: Any, value: Any, where: str) -> str | None:

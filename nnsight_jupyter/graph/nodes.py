@@ -138,11 +138,6 @@ class Graph:
                 and all(a.name == b.name and a.requires_grad == b.requires_grad and _same(a.value, b.value)
                         for a, b in zip(self.parameters, other.parameters)))
 
-    @property
-    def saved(self) -> list[int]:
-        """Ids of the nodes whose values come back (the save nodes)."""
-        return [node.id for node in self.nodes if node.op == "save"]
-
 
 def _same(a: Any, b: Any) -> bool:
     """Structural equality that compares tensors by dtype, shape and bits."""

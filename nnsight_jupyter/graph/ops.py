@@ -3,8 +3,9 @@
 A graph node names an op from `OPS`; anything else is refused when the graph is built (client)
 and when it is decoded (host), with the op named. Ops come in kinds:
 
-* ``model``    reads and writes of module inputs/outputs, module calls, skips, parameter reads,
-               gradients, saves, logs: carried out by the executor itself;
+* ``model``    reads and writes of module inputs/outputs, cache entries, module calls, skips,
+               parameter reads, gradients, saves, logs: carried out by the executor itself, each
+               declaring what the planner, validator, merger and limits need (`Op`, `MODEL_OPS`);
 * ``operator`` Python operators (``operator.add`` ...), ``getitem``/``setitem``/``getattr``;
 * ``torch``    functions of ``torch`` / ``torch.nn.functional`` / ``torch.linalg``;
 * ``method``   ``torch.Tensor`` methods, called only on real tensors.
@@ -96,16 +97,72 @@ class Writes:
     frame: bool = False
 
 
+#: What a model op is anchored at (`Op.anchor`): a module's input or output event of the forward
+#: pass, the moment the gradient of its first argument arrives during backward, the end of the
+#: forward pass, or nothing (the op runs where its values are ready, in program order).
+ANCHORS = ("input", "output", "gradient", "end", "")
+#: Which part of a module's value a model op reads or writes (`Op.part`): its output, its first
+#: argument, all of (args, kwargs), or its forward call (skipped: the value is its output).
+PARTS = ("output", "input", "inputs", "forward", "")
+#: What a literal argument of an op names (`Check.what`); `graph.validate` has one rule for each.
+NAMES = ("module path", "parameter name", "attribute name")
+
+
+@dataclass(frozen=True)
+class Check:
+    """An argument that names something: at position `index`, a literal str that must be a valid
+    `what` (one of `NAMES`)."""
+
+    index: int
+    what: str
+
+
 @dataclass(frozen=True)
 class Op:
     """One allowed operation: its `name`, `kind`, the callable (`fn`) for non-model ops, what it
-    `writes` in place (None: nothing), and which arguments its result may be a view of."""
+    `writes` in place (None: nothing), and which arguments its result may be a view of.
+
+    What the planner, validator, merger, executor and memory limits need to know of an op is
+    declared here, and read from here (`tests/graph/test_op_table.py` pins it):
+
+    * `anchor` / `part` (model ops): where it runs (`ANCHORS`) and which part of the module's value it
+      reads or writes (`PARTS`); `ordered`: it follows its invoke's program order (anchored no
+      earlier than the node before it, moving that cursor, refused if the forward pass reaches its
+      module first); an unordered op (a cache entry) is read whenever the forward pass gets there;
+    * `merges`: a job with this op may share a forward pass with other jobs (gradients and
+      generation results may not); `runs_backward`: it runs autograd (``backward``);
+    * `checks` / `arity`: the literal names among its arguments (`Check`) and its (min, max) number
+      of arguments (max None: any), checked by the validator; `keywords`: the section of
+      `graph.keywords.KEYWORDS` its keyword arguments are checked against ("" : by its kind);
+    * `weight`: its result is a model parameter or buffer (read-only: writes into it, or into a
+      view of it, are refused); `borrows`: its result is not an allocation of the job (the model's
+      own value, a view of it, or nothing), so memory limits do not charge it;
+    * `saves`: its value comes back with the result, under the node's id.
+    """
 
     name: str
     kind: str
     fn: Callable[..., Any] | None = None
     writes: Writes | None = None
     view_of: tuple[Param, ...] = ()
+    anchor: str = ""
+    part: str = ""
+    ordered: bool = True
+    merges: bool = True
+    runs_backward: bool = False
+    checks: tuple[Check, ...] = ()
+    arity: tuple[int, int | None] | None = None
+    keywords: str = ""
+    weight: bool = False
+    borrows: bool = False
+    saves: bool = False
+
+    def __post_init__(self) -> None:
+        if self.anchor not in ANCHORS or self.part not in PARTS or any(c.what not in NAMES for c in self.checks):
+            raise ValueError(f"op {self.name!r}: anchor {self.anchor!r} must be one of {ANCHORS}, part "
+                             f"{self.part!r} one of {PARTS}, and every check one of {NAMES}")
+        if self.checks and self.arity is None:
+            raise ValueError(f"op {self.name!r} checks named arguments: declare its arity too")
 
     @property
     def mutates(self) -> bool:
@@ -134,25 +191,43 @@ _WRITES_SELF = Writes(_SELF)
 
 
 # ----------------------------------------------------------------------------- model ops
-# Carried out by the executor; the node's `module`, `call` and `step` fields say where. True: it
-# writes the module value (or gradient) it is anchored at, an activation, never a parameter.
-MODEL_OPS = {
-    "module.output": False,      # read a module's output (the invoke's rows)
-    "module.input": False,       # read its first positional argument (or first keyword)
-    "module.inputs": False,      # read (args, kwargs)
-    "module.set_output": True,   # replace the output
-    "module.set_input": True,    # replace the first positional argument
-    "module.set_inputs": True,   # replace (args, kwargs)
-    "module.skip": True,         # do not run the module; use the value as its output
-    "module.call": False,        # call a submodule on values (logit lens)
-    "module.param": False,       # read a parameter or buffer (read-only)
-    "grad": False,               # read the gradient of a value (inside `with loss.backward()`)
-    "set_grad": True,            # replace the gradient flowing further back
-    "backward": False,           # run backward from a scalar
-    "save": False,               # keep a value past the trace (recorded where it is saved)
-    "log": False,                # print() inside a trace: text comes back with the result
-    "tracer.result": False,      # generate(): prompt ids followed by the new ids
-}
+# Carried out by the executor (one handler each); the node's `module`, `call` and `step` fields say
+# where. An op that writes `_FRAME` writes the module value (or gradient) it is anchored at: an
+# activation, never a parameter. A new model op is one line here plus its executor handler.
+_FRAME = Writes(frame=True)
+
+
+def _model(name: str, **declared: Any) -> Op:
+    return Op(name, "model", **declared)
+
+
+MODEL_OPS: dict[str, Op] = {op.name: op for op in (
+    # reads and writes of module values (the invoke's rows), in program order
+    _model("module.output", anchor="output", part="output", borrows=True),
+    _model("module.input", anchor="input", part="input", borrows=True),      # first positional (or keyword) argument
+    _model("module.inputs", anchor="input", part="inputs", borrows=True),    # (args, kwargs)
+    _model("module.set_output", anchor="output", part="output", writes=_FRAME, borrows=True),
+    _model("module.set_input", anchor="input", part="input", writes=_FRAME, borrows=True),
+    _model("module.set_inputs", anchor="input", part="inputs", writes=_FRAME, borrows=True),
+    # do not run the module: the value is its output
+    _model("module.skip", anchor="input", part="forward", writes=_FRAME, borrows=True),
+    # tracer.cache(): a copy of a module's output / (args, kwargs), kept past the trace, taken
+    # whenever the forward pass reaches the module (out of program order: never refused for it)
+    _model("cache.output", anchor="output", part="output", ordered=False, saves=True),
+    _model("cache.inputs", anchor="input", part="inputs", ordered=False, saves=True),
+    # calls and parameters: (module path, *arguments) / (module path, parameter or buffer name)
+    _model("module.call", checks=(Check(0, "module path"),), arity=(1, None), keywords="model"),
+    _model("module.param", checks=(Check(0, "module path"), Check(1, "parameter name")), arity=(2, 2),
+           weight=True, borrows=True),
+    # gradients (inside `with loss.backward():`): they run alone
+    _model("grad", anchor="gradient", merges=False, borrows=True),                     # read a value's gradient
+    _model("set_grad", anchor="gradient", writes=_FRAME, merges=False, borrows=True),  # replace it, further back
+    _model("backward", anchor="end", runs_backward=True, merges=False, borrows=True),  # from a scalar
+    # results
+    _model("save", saves=True),                      # keep a value past the trace (recorded where it is saved)
+    _model("log", borrows=True),                     # print() inside a trace: text comes back with the result
+    _model("tracer.result", anchor="end", merges=False, borrows=True),  # generate(): prompt ids + new ids
+)}
 
 # ----------------------------------------------------------------------------- operators
 BINARY_OPERATORS = (
@@ -238,16 +313,15 @@ _VIEW_OF = {"torch.einsum": (Param(1, rest=True),)}
 def _build_table() -> dict[str, Op]:
     table: dict[str, Op] = {}
 
-    def add(name: str, kind: str, fn: Any, writes: Writes | None = None) -> None:
+    def add(name: str, kind: str, fn: Any, writes: Writes | None = None, **declared: Any) -> None:
         first = _SELF if kind == "method" else _FIRST
         view_of = _VIEW_OF.get(name, first) if name in VIEW_OPS else ()
-        table[name] = Op(name, kind, fn, writes, view_of)
+        table[name] = Op(name, kind, fn, writes, view_of, **declared)
 
-    for name, writes_frame in MODEL_OPS.items():
-        table[name] = Op(name, "model", None, Writes(frame=True) if writes_frame else None)
+    table.update(MODEL_OPS)
     add("getitem", "operator", operator.getitem)
     add("setitem", "operator", operator.setitem, _WRITES_FIRST)
-    add("getattr", "operator", getattr)
+    add("getattr", "operator", getattr, checks=(Check(1, "attribute name"),), arity=(2, 3))
     for name in BINARY_OPERATORS + UNARY_OPERATORS:
         add(name, "operator", getattr(operator, name))
     for name in INPLACE_OPERATORS:

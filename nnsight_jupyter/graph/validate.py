@@ -30,7 +30,7 @@ import torch
 from ..errors import GraphError, KeywordNotAllowedError, OpNotAllowedError, WeightWriteError
 from .keywords import SECTION_OF_KIND, check_keywords
 from .nodes import GRAPH_VERSION, Graph, Node, Ref
-from .ops import OPS, VIEW_OPS
+from .ops import NAMES, OPS, VIEW_OPS
 
 __all__ = ["validate", "is_validated", "seal", "check_run_options", "check_invoke_inputs", "NodeChecker", "check_node", "check_module_path",
            "node_error", "MAX_NODES", "MAX_DEPTH", "VIEW_OPS"]
@@ -43,14 +43,15 @@ _SEGMENT = r"(?:[A-Za-z][A-Za-z0-9_]*|[0-9]+)"
 _PATH = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-# Per-op flags and keyword sections, computed once per op name from OPS (so ops added to OPS
-# later are picked up).
+# Per-op flags and keyword sections, computed once per op name from the declarations of OPS (so
+# ops added to OPS later are picked up).
 _WRITES = 2      # writes an argument in place (Op.written)
 _VIEW = 4        # its result may alias an argument (Op.aliased)
-_PARAM = 8       # module.param: a model parameter or buffer
-_SPECIAL = 16    # getattr, module.param, module.call: names checked
+_PARAM = 8       # Op.weight: its result is a model parameter or buffer
+_SPECIAL = 16    # Op.checks: literal names among its arguments
 _FLAGS: dict[str, int] = {}
 _SECTIONS: dict[str, str] = {}   # op name -> its section of graph.keywords.KEYWORDS
+_CHECKS: dict[str, tuple] = {}   # op name -> (min args, max args or None, ((index, name rule), ...))
 
 
 def _op_flags(node: Any) -> int:
@@ -63,9 +64,12 @@ def _op_flags(node: Any) -> int:
     writes = op.writes is not None and bool(op.writes.params)
     flags = ((_WRITES if writes else 0)
              | (_VIEW if op.view_of or writes else 0)
-             | (_PARAM if name == "module.param" else 0)
-             | (_SPECIAL if name in ("getattr", "module.param", "module.call") else 0))
-    _SECTIONS[name] = "model" if name == "module.call" else SECTION_OF_KIND[op.kind]
+             | (_PARAM if op.weight else 0)
+             | (_SPECIAL if op.checks or op.arity is not None else 0))
+    _SECTIONS[name] = op.keywords or SECTION_OF_KIND[op.kind]
+    if flags & _SPECIAL:
+        low, high = op.arity or (0, None)
+        _CHECKS[name] = (low, high, tuple((c.index, _NAME_RULES[c.what]) for c in op.checks))
     _FLAGS[name] = flags
     return flags
 
@@ -158,7 +162,7 @@ class NodeChecker:
                     self._walk(node, (v,), 0, run_pos)
         if node.backward is not None:
             target = nodes.get(node.backward) if type(node.backward) is int else None
-            if target is None or target.op != "backward":
+            if target is None or not OPS[target.op].runs_backward:
                 raise node_error(node, f"backward={node.backward!r:.40} must be the id of an earlier "
                                        "'backward' node")
         if flags:                       # a write into a weight is refused as such, whatever its keywords
@@ -282,33 +286,27 @@ class NodeChecker:
                           f"(its invokes: {sorted(entry[1])[:20]})")
 
     def _check_special(self, node: Node) -> None:
-        """Ops with arguments that name things: getattr, module.param, module.call."""
-        op, args = node.op, node.args
-        if op == "getattr":
-            name = args[1] if len(args) >= 2 else None
-            if len(args) not in (2, 3) or type(name) is not str:
-                raise node_error(node, "getattr needs (object, name) with the name a literal str")
-            if name.startswith("_"):
-                raise node_error(node, f"attribute {name!r:.80} is private or a dunder; only public attributes "
-                                  "can be read inside a trace")
-        elif op == "module.param":
-            # (module path, parameter or buffer name), e.g. ("lm_head", "weight"); "" is the root.
-            if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not str:
-                raise node_error(node, "module.param needs (module path, parameter name), both literal str")
-            problem = check_module_path(args[0])
+        """Ops whose arguments name things (`Op.checks`: getattr, module.param, module.call): their
+        number of arguments (`Op.arity`) and each name, a literal str valid for what it names."""
+        low, high, checks = _CHECKS[node.op]
+        args = node.args
+        count = len(args)
+        if count < low or (high is not None and count > high):
+            raise self._bad_names(node)
+        for index, rule in checks:
+            name = args[index]
+            if type(name) is not str:
+                raise self._bad_names(node)
+            problem = rule(name)
             if problem:
                 raise node_error(node, problem)
-            name = args[1]
-            if _NAME.fullmatch(name) is None:
-                raise node_error(node, f"parameter name {name!r:.80} is not allowed: only public names "
-                                       "(a letter, then letters, digits, '_'), no private or dunder names")
-        elif op == "module.call":
-            # (module path, *arguments of the call)
-            if not args or type(args[0]) is not str:
-                raise node_error(node, "module.call needs the module path (a literal str) as its first argument")
-            problem = check_module_path(args[0])
-            if problem:
-                raise node_error(node, problem)
+
+    def _bad_names(self, node: Node) -> Exception:
+        op = OPS[node.op]
+        low, high = op.arity or (0, None)
+        count = f"{low}" if high == low else f"{low} or more" if high is None else f"{low} to {high}"
+        names = ", ".join(f"the {c.what} as argument {c.index}" for c in op.checks)
+        return node_error(node, f"{node.op} needs {count} arguments, with {names} a literal str")
 
     # ------------------------------------------------------------------------------ refs
     def _check_ref(self, node: Node, ref: Ref, run_pos: int | None) -> None:
@@ -344,6 +342,26 @@ class NodeChecker:
                                            and type(v.stop) in _SCALARS and type(v.step) in _SCALARS):
                 self._walk(node, v, depth + 1, run_pos)
 
+
+def _public_name(name: str) -> str | None:
+    if _NAME.fullmatch(name) is None:
+        return (f"parameter name {name!r:.80} is not allowed: only public names (a letter, then letters, "
+                "digits, '_'), no private or dunder names")
+    return None
+
+
+def _public_attribute(name: str) -> str | None:
+    if name.startswith("_"):
+        return (f"attribute {name!r:.80} is private or a dunder; only public attributes can be read inside "
+                "a trace")
+    return None
+
+
+#: The rule for each kind of name an op's arguments may hold (`graph.ops.NAMES`, `Op.checks`).
+_NAME_RULES = {"module path": check_module_path, "parameter name": _public_name,
+               "attribute name": _public_attribute}
+if set(_NAME_RULES) != set(NAMES):
+    raise ImportError("graph.validate has no rule for some kind of name in graph.ops.NAMES")
 
 _SCALARS = frozenset({int, type(None), str, float, bool})
 _CONTAINERS = frozenset({tuple, list, dict, slice})

@@ -154,12 +154,11 @@ class Tracer(_Context):
         cache = Cache()
         for envoy in envoys:
             entry = CacheEntry()
-            for op, name in (("module.inputs", "inputs"), ("module.output", "output")):
+            for op, name in (("cache.inputs", "inputs"), ("cache.output", "output")):
                 if name == "inputs" and not include_inputs:
                     continue
-                proxy = self.builder.add(op, (), {"passive": True}, module=envoy._path)
-                save = self.builder.add("save", (proxy,), {"passive": True})
-                object.__setattr__(proxy, "_save_id", save._id)
+                proxy = self.builder.add(op, (), module=envoy._path)    # saves itself (graph.ops.Op.saves)
+                object.__setattr__(proxy, "_save_id", proxy._id)
                 self.builder.saved.append(proxy)
                 setattr(entry, "_" + name, proxy)
             cache[envoy._path] = entry

@@ -80,3 +80,30 @@ def test_grad_of_a_constant_is_refused():
                Node(2, "grad", (Ref(0),), backward=1, line="u.py:3"))
     with pytest.raises(ExecutionError, match="not computed in the forward"):
         plan(g, {0: ORDER})
+
+
+def test_cache_entries_are_read_where_the_forward_pass_reaches_them_out_of_program_order():
+    # tracer.cache() of a later module before code that reads an earlier one: the cache entry is
+    # placed at its own event and neither moves nor is checked against the invoke's cursor.
+    g = _graph(
+        Node(0, "cache.output", module="b", line="u.py:1"),
+        Node(1, "cache.inputs", module="b", line="u.py:1"),
+        Node(2, "module.output", module="a", line="u.py:2"),
+        Node(3, "save", (Ref(2),), line="u.py:3"),
+    )
+    [p] = plan(g, {0: ORDER})
+    assert [n.id for n in p.events[(0, "b", 0, "output")]] == [0]
+    assert [n.id for n in p.events[(0, "b", 0, "input")]] == [1]
+    assert [n.id for n in p.events[(0, "a", 0, "output")]] == [2, 3]
+    # The same reads as module accesses follow program order, and are refused.
+    ordered = _graph(Node(0, "module.output", module="b", line="u.py:1"),
+                     Node(1, "module.output", module="a", line="u.py:2"))
+    with pytest.raises(OutOfOrderError):
+        plan(ordered, {0: ORDER})
+
+
+def test_a_value_computed_from_a_cache_entry_runs_after_it():
+    g = _graph(Node(0, "cache.output", module="b", line="u.py:1"),
+               Node(1, "mul", (Ref(0), 2), line="u.py:2"))
+    [p] = plan(g, {0: ORDER})
+    assert [n.id for n in p.events[(0, "b", 0, "output")]] == [0, 1]
