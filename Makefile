@@ -29,6 +29,7 @@ demo: install
 	$(PY) -m nnsight_jupyter.cli demo
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 	cd $(SHARED)/conformance && $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider .
 

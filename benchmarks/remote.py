@@ -191,7 +191,7 @@ def round_trip(local, remote, ids, layer, reps, b2b_reps) -> dict:
             start = time.perf_counter()
             save_layer(remote, ids, layer)
             back_to_back.append(time.perf_counter() - start)
-    paired = [(r - l) * 1e3 for l, r in zip(times["local"], times["remote"])]
+    paired = [(r - loc) * 1e3 for loc, r in zip(times["local"], times["remote"])]
     return {"equal": equal, "max_diff": max_diff, "shape": tuple(a.shape),
             "local": summary_ms(times["local"]), "remote": summary_ms(times["remote"]),
             "paired_diff_median": statistics.median(paired), "b2b": summary_ms(back_to_back)}
@@ -529,8 +529,9 @@ def targets(figures: dict) -> list[str]:
         targeted = name == "smollm2"
         verdict = (f"target ≤ {TARGET_OVERHEAD_MS:g} ms: {_verdict(over <= TARGET_OVERHEAD_MS)}; "
                    if targeted else "no target; ")
+        b2b = rt["b2b"]["median"] - rt["local"]["median"]
         lines.append(f"* {name} remote round trip (1): remote − local = **{over:+.1f} ms** ({verdict}medians; "
-                     f"paired {rt['paired_diff_median']:+.1f} ms; back to back {rt['b2b']['median'] - rt['local']['median']:+.1f} ms); "
+                     f"paired {rt['paired_diff_median']:+.1f} ms; back to back {b2b:+.1f} ms); "
                      f"saved tensors bit-identical: {'yes' if rt['equal'] else '**no**'}")
         frac = co["concurrent"]["fraction"]
         verdict = (f"target ≥ {TARGET_FRACTION}: {_verdict(frac >= TARGET_FRACTION)}; " if targeted
@@ -627,7 +628,7 @@ def report(figures: dict, quick: bool = False) -> str:
             ("graph_bytes", "graph frame payload", "{:,} B"),
             ("result_bytes", "result frame payload", "{:,} B")]
     lines.append("| *worker stage − the same trace locally (the worker's own overhead)* | "
-                 + " | ".join(f"{figures[n]['breakdown']['stages']['worker'] - figures[n]['breakdown']['refs']['local_trace']:.2f}"
+                 + " | ".join(f"{figures[n]['breakdown']['stages']['worker'] - figures[n]['breakdown']['refs']['local_trace']:.2f}"  # noqa: E501
                               for n in names) + " |")
     for key, label, form in refs:
         lines.append(f"| *{label}* | " + " | ".join(form.format(figures[n]["breakdown"]["refs"][key])

@@ -68,7 +68,8 @@ def make_setup(name, hf, tokenizer, ids, *, layers, attn, proj, saved_layer):
     nj = nnsight_jupyter.LanguageModel(hf, tokenizer=tokenizer)
     cfg = hf.config
     return Setup(name, hf, nj, ns, ids, layers, attn, proj, saved_layer,
-                 n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads, head_dim=cfg.hidden_size // cfg.num_attention_heads)
+                 n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads,
+                 head_dim=cfg.hidden_size // cfg.num_attention_heads)
 
 
 def value(x):

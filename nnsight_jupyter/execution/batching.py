@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from ..errors import ExecutionError, InputError, ShapeMismatchError, SharedValueError
-from ..graph.nodes import Run
 from ..graph.layout import Event, Items, Layout, Leaf
+from ..graph.nodes import Run
 from ..graph.order import ExecutionOrder
 from .layout import UNRECORDED, language_layouts, record_module_layouts
 from .order import record_order_fake

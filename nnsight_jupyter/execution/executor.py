@@ -24,8 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import (ExecutionError, NNsightError, OutOfOrderError, ShapeMismatchError, SharedValueError,
-                      WeightWriteError)
+from ..errors import ExecutionError, NNsightError, OutOfOrderError, ShapeMismatchError, SharedValueError, WeightWriteError
 from ..graph.layout import Items
 from ..graph.nodes import Graph, Node, Ref
 from ..graph.ops import MODEL_OPS, OPS
@@ -210,7 +209,7 @@ class _Executor:
             self.step += 1
             self.count_in.clear()
             self.count_out.clear()
-        if self.step > 0 and not self.plan.run.options.get("use_cache") is False:
+        if self.step > 0 and self.plan.run.options.get("use_cache") is not False:
             self.seq_len = None
         elif self.step > 0:
             self.seq_len = (self.batch.seq_len or 0) + self.step
@@ -452,15 +451,15 @@ class _Executor:
         """A job sharing the batch got private copies of values every row shares; writing into one
         would silently change nothing the model uses, so it fails that job (its neighbours go on)."""
         kept = []
-        for node, copy, version in self.copies:
-            if copy._version == version or self.groups is None:
-                kept.append((node, copy, version))
+        for node, private, version in self.copies:
+            if private._version == version or self.groups is None:
+                kept.append((node, private, version))
             else:
                 self.failed.setdefault(self.groups[node.id], SharedValueError(
                     f"{node.op}: this value is shared by every row of the batch (shape "
-                    f"{tuple(copy.shape)}); this job, which shares its forward pass with other jobs, got "
+                    f"{tuple(private.shape)}); this job, which shares its forward pass with other jobs, got "
                     "a private copy, and an in-place write into it would change nothing",
-                    where=node.line, module=self._module_of(node), shapes={"value": tuple(copy.shape)},
+                    where=node.line, module=self._module_of(node), shapes={"value": tuple(private.shape)},
                     fix="Write into per-row values (module outputs) instead."))
         self.copies = kept
 

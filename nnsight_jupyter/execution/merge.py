@@ -5,7 +5,8 @@ no job-owned parameters, invokes with the same keyword arguments (`merge_key`), 
 value a merged job could see neither sliced to its own rows nor as a private copy (`why_not_mergeable`
 with the model's recorded layouts: the KV cache, attention masks, rotary tables). Each job is
 planned and its inputs checked on its own first, so a job whose module order is impossible, or whose
-prompt is empty, fails alone; a job that may not share runs alone, without an error. The survivors become one graph: their invokes side by side (each job's
+prompt is empty, fails alone; a job that may not share runs alone, without an error. The survivors
+become one graph: their invokes side by side (each job's
 rows contiguous, an invoke with no input sees only its own job's rows), their nodes renumbered.
 A node that fails fails its job only; the others' values come back as if they had run alone
 (within float tolerance: a batch is padded to its longest prompt).

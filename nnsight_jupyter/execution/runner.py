@@ -7,7 +7,6 @@ no observer the text is printed), and ``status("done" | "error")`` last.
 
 from __future__ import annotations
 
-
 from ..errors import JobCancelledError
 from ..graph.nodes import Graph
 from ..graph.result import Result

@@ -32,8 +32,8 @@ from .keywords import SECTION_OF_KIND, check_keywords
 from .nodes import GRAPH_VERSION, Graph, Node, Ref
 from .ops import NAMES, OPS, VIEW_OPS
 
-__all__ = ["validate", "is_validated", "seal", "check_run_options", "check_invoke_inputs", "NodeChecker", "check_node", "check_module_path",
-           "node_error", "MAX_NODES", "MAX_DEPTH", "VIEW_OPS"]
+__all__ = ["validate", "is_validated", "seal", "check_run_options", "check_invoke_inputs", "NodeChecker", "check_node",
+           "check_module_path", "node_error", "MAX_NODES", "MAX_DEPTH", "VIEW_OPS"]
 
 MAX_NODES = 200_000
 MAX_DEPTH = 32          # containers nested in one argument

@@ -31,6 +31,8 @@ is off. If it doesn't, the server runs but hosts nothing, and its status says wh
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import shutil
 import tempfile
@@ -38,13 +40,10 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-import ast
-import json
-
 from traitlets import Dict, Float, Int, TraitError, Unicode, Union, validate
 
-from .handlers import JobsHandler, ModelsHandler, ResultHandler, SocketHandler, StatusHandler
 from .auth import UnsafeConfigError
+from .handlers import JobsHandler, ModelsHandler, ResultHandler, SocketHandler, StatusHandler
 from .host import Host, HostError
 from .jobs import JobStore
 from .worker import ModelSpec

@@ -42,8 +42,8 @@ from typing import Any, Callable
 from .. import protocol
 from ..errors import NNsightError, ProtocolError, extra_fields
 from ..execution.limits import format_bytes
-from ..graph.codec import decode
 from ..execution.merge import job_kind, merge_key
+from ..graph.codec import decode
 from .jobs import TERMINAL, DuplicateRequest, JobNotFound, JobRecord, JobStore
 from .scheduler import Pending, next_batch, rotate
 from .worker import LocalWorker, ModelSpec, prepare

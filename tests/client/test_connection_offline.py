@@ -24,13 +24,13 @@ import nnsight_jupyter.client.connection as connection_module
 import nnsight_jupyter.client.jobs as jobs_module
 from nnsight_jupyter import LanguageModel
 from nnsight_jupyter import errors as E
+from nnsight_jupyter import protocol as P
 from nnsight_jupyter.client import connect, current_connection, runner_for
 from nnsight_jupyter.client.connection import Connection
 from nnsight_jupyter.client.discovery import TOKEN_ENV, URL_ENV
 from nnsight_jupyter.client.transport import Socket
 from nnsight_jupyter.execution import LanguageTarget, execute
 from nnsight_jupyter.graph.codec import decode, encode_values
-from nnsight_jupyter import protocol as P
 from nnsight_jupyter.models import tiny_llama, word_tokenizer
 from nnsight_jupyter.protocol import PROTOCOL_VERSION, pack, unpack
 from nnsight_jupyter.server.host import Host, HostError

@@ -3,9 +3,9 @@
 import pytest
 
 from nnsight_jupyter.errors import ExecutionError, OutOfOrderError
-from nnsight_jupyter.graph.order import ExecutionOrder
 from nnsight_jupyter.execution.planner import plan
 from nnsight_jupyter.graph.nodes import Graph, Invoke, Node, Ref, Run
+from nnsight_jupyter.graph.order import ExecutionOrder
 
 ORDER = ExecutionOrder([
     ("", 0, "input"), ("a", 0, "input"), ("a", 0, "output"), ("b", 0, "input"), ("b", 0, "output"),

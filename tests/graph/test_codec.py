@@ -18,8 +18,19 @@ import safetensors.torch
 import torch
 
 from nnsight_jupyter.errors import GraphError, OpNotAllowedError, WeightWriteError
-from nnsight_jupyter.graph import (GRAPH_VERSION, Graph, Invoke, Node, Parameter, Ref, Run, decode,
-                                   decode_values, encode, encode_values)
+from nnsight_jupyter.graph import (
+    GRAPH_VERSION,
+    Graph,
+    Invoke,
+    Node,
+    Parameter,
+    Ref,
+    Run,
+    decode,
+    decode_values,
+    encode,
+    encode_values,
+)
 from nnsight_jupyter.graph.codec import graph_from_json, graph_to_json
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,7 @@ import torch
 
 from nnsight_jupyter.errors import GraphError, KeywordNotAllowedError, OpNotAllowedError, WeightWriteError
 from nnsight_jupyter.graph import Graph, Invoke, Node, Parameter, Ref, Run, validate
-from nnsight_jupyter.graph.validate import (MAX_NODES, VIEW_OPS, NodeChecker, check_module_path,
-                                            check_node)
+from nnsight_jupyter.graph.validate import MAX_NODES, VIEW_OPS, NodeChecker, check_module_path, check_node
 
 
 def graph(*extra: Node, runs=None, parameters=()) -> Graph:

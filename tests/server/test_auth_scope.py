@@ -21,8 +21,7 @@ import pytest
 from jupyter_server.auth.identity import User
 from traitlets import TraitError
 
-from nnsight_jupyter.server.auth import (AUTH_RESOURCE, OWNER, NNsightIdentityProvider, TeamScopeAuthorizer,
-                                         may_reach)
+from nnsight_jupyter.server.auth import AUTH_RESOURCE, OWNER, NNsightIdentityProvider, TeamScopeAuthorizer, may_reach
 from nnsight_jupyter.server.launch import IDENTITY_PROVIDER, host_paths
 
 from .conftest import ADMIN_TOKEN

@@ -28,9 +28,10 @@ class _Pipe:
 
 def test_the_worker_neither_decodes_nor_validates_a_graph_the_host_decoded(tmp_path, graph_of, tiny_local,
                                                                             monkeypatch):
+    import importlib
+
     from nnsight_jupyter.execution import executor
     from nnsight_jupyter.execution.batching import LanguageTarget
-    import importlib
 
     codec = importlib.import_module("nnsight_jupyter.graph.codec")
     validate = importlib.import_module("nnsight_jupyter.graph.validate")

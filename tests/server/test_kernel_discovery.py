@@ -4,7 +4,6 @@ import json
 import uuid
 
 
-
 def _execute(host, kernel_id, code, timeout=120):
     """Run `code` in a kernel over the server's kernel websocket; return its stdout (or raise its error)."""
     from websockets.sync.client import connect

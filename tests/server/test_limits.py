@@ -15,7 +15,6 @@ from nnsight_jupyter import NNsight
 from nnsight_jupyter.errors import ResourceLimitError
 from nnsight_jupyter.execution import execute, limits
 from nnsight_jupyter.graph.nodes import Graph, Invoke, Node, Ref, Run
-
 from tests.server.conftest import JupyterHost
 
 MEMORY = 50_000_000

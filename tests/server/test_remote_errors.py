@@ -13,7 +13,7 @@ import torch
 
 import nnsight_jupyter as nj
 from nnsight_jupyter.client import connect
-from nnsight_jupyter.client.connection import remote_error
+from nnsight_jupyter.client.wire_errors import remote_error
 from nnsight_jupyter.errors import NNsightError
 from nnsight_jupyter.execution.executor import execute
 from nnsight_jupyter.graph.codec import decode
