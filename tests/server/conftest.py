@@ -32,7 +32,11 @@ class JupyterHost(HostProcess):
     def start(self, wait_ready: bool = True) -> "JupyterHost":
         super().start()
         if wait_ready:
-            self.wait_ready(timeout=120)
+            try:
+                self.wait_ready(timeout=120)
+            except BaseException:
+                self.stop()          # a server that never got ready must not outlive its test
+                raise
         return self
 
     def request(self, path: str, method: str = "GET", token: str | None = ADMIN_TOKEN, headers=None):
