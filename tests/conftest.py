@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny trained-shape Llama and its tokenizer, saved as a local Hugging Face directory."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama(seed=0).save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

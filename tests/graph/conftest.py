@@ -1,7 +1,7 @@
 """One real model host for the hosted cases of the allow-list tests.
 
 It is the server tests' own `JupyterHost` (tests/server/conftest.py, loaded from its file: test
-folders are not packages) hosting a tiny Llama saved to a local directory, started once for the
+folders are not packages) hosting the tiny Llama of `tiny_model_dir` (tests/conftest.py), started once for the
 whole session and shared by test_allowlist_writes.py and test_option_allowlist.py.
 """
 
@@ -18,20 +18,9 @@ _spec.loader.exec_module(server)
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    """The tiny Llama (seed 0) and its tokenizer, as a local Hugging Face directory."""
-    from nnsight_jupyter.models import tiny_llama, word_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-llama-allowlist")
-    tiny_llama(seed=0).save_pretrained(path)
-    word_tokenizer().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def allowlist_host(tmp_path_factory, tiny_dir):
+def allowlist_host(tmp_path_factory, tiny_model_dir):
     """A running Jupyter server hosting that model as "tiny"."""
     host = server.JupyterHost(tmp_path_factory.mktemp("allowlist-host"),
-                              {"tiny": {"source": str(tiny_dir), "threads": 1}}, max_queued_per_user=40).start()
+                              {"tiny": {"source": str(tiny_model_dir), "threads": 1}}, max_queued_per_user=40).start()
     yield host
     host.stop()

@@ -316,7 +316,7 @@ def _hosted_state(client) -> dict[str, torch.Tensor]:
     return {name: values[str(node.id)] for name, node in zip(names, nodes[2::2])}
 
 
-def test_hosted_every_writing_op_aimed_at_weights_is_refused(allowlist_host, tiny_dir):
+def test_hosted_every_writing_op_aimed_at_weights_is_refused(allowlist_host, tiny_model_dir):
     """Every case of the walk, as graphs submitted to a real host: the static ones refused as the
     host decodes them, the laundered ones as they run; the hosted weights end bit-identical to a
     fresh load of the same directory."""
@@ -333,7 +333,7 @@ def test_hosted_every_writing_op_aimed_at_weights_is_refused(allowlist_host, tin
                 assert error["type"] != "result", (name, i, error)
                 message = json.dumps(error)
                 assert "read-only" in message and "WeightWrite" in message, (name, i, message[:400])
-    fresh = LanguageModel(str(tiny_dir))._module
+    fresh = LanguageModel(str(tiny_model_dir))._module
     hosted = _hosted_state(client)
     expected = dict(fresh.named_parameters()) | dict(fresh.named_buffers())
     assert hosted.keys() == expected.keys() and count == len(CASES) * 2 * (len(VIEWS) + 1)

@@ -93,15 +93,39 @@ class RawClient:
         self.ws.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny trained-shape Llama and its tokenizer, saved as a local Hugging Face directory."""
-    from nnsight_jupyter.models import tiny_llama, word_tokenizer
+@pytest.fixture
+def keep_worker_busy(graph_of):
+    """keep_worker_busy(host, token) -> (socket, job id) of a long generation, once it runs, so that
+    jobs sent next queue up together whatever the machine's speed."""
+    def generation(model, tracer):
+        with tracer.invoke("hello"):
+            tracer.result.save()
 
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_llama(seed=0).save_pretrained(path)
-    word_tokenizer().save_pretrained(path)
-    return path
+    def start(host: JupyterHost, token: str) -> tuple["RawClient", str]:
+        busy = host.socket(token)
+        busy.submit(graph_of(generation, kind="generate", max_new_tokens=300))
+        blocker = busy.until(lambda m: m["type"] == "accepted")["job_id"]
+        busy.until(lambda m: m.get("job_id") == blocker and m.get("status") == "running")
+        return busy, blocker
+
+    return start
+
+
+@pytest.fixture
+def connect_as(jupyter_host, monkeypatch):
+    """connect_as(token) -> a client `Connection` to the shared host (closed after the test)."""
+    from nnsight_jupyter.client import connect
+
+    monkeypatch.setenv("NNSIGHT_JUPYTER_PROGRESS", "0")
+    opened = []
+
+    def make(token: str):
+        opened.append(connect(jupyter_host.url, token))
+        return opened[-1]
+
+    yield make
+    for connection in opened:
+        connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,13 @@ import pytest
 import torch
 
 import nnsight_jupyter as nj
-from nnsight_jupyter.client import connect
 
 PROMPT = "the cat sat on the mat"
 
 
 @pytest.fixture
-def connection(jupyter_host, monkeypatch):
-    monkeypatch.setenv("NNSIGHT_JUPYTER_PROGRESS", "0")
-    conn = connect(jupyter_host.url, "token-grace")
-    yield conn
-    conn.close()
+def connection(connect_as):
+    return connect_as("token-grace")
 
 
 def test_hosted_model_trace_equals_local(connection, tiny_local):

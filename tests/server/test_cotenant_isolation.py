@@ -34,16 +34,8 @@ def _local(model, body):
     return [s.value for s in saved]
 
 
-def test_two_users_merged_jobs_cannot_see_each_others_rows(jupyter_host, graph_of, tiny_local):
-    def generation(model, tracer):
-        with tracer.invoke("hello"):
-            tracer.result.save()
-
-    # A generation keeps the worker busy, so that the four jobs below are queued together.
-    busy = jupyter_host.socket("token-heidi")
-    busy.submit(graph_of(generation, kind="generate", max_new_tokens=300))
-    blocker = busy.until(lambda m: m["type"] == "accepted")["job_id"]
-    busy.until(lambda m: m.get("job_id") == blocker and m.get("status") == "running")
+def test_two_users_merged_jobs_cannot_see_each_others_rows(jupyter_host, graph_of, tiny_local, keep_worker_busy):
+    busy, blocker = keep_worker_busy(jupyter_host, "token-heidi")    # the four jobs below queue up together
     jobs = {"token-alice": _reader("the cat sat on the mat"), "token-bob": _reader("hello world"),
             "token-carol": _cache_spy, "token-dave": _mask_spy}
     clients = {token: jupyter_host.socket(token) for token in jobs}

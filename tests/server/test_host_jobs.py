@@ -50,20 +50,12 @@ def test_remote_job_equals_local_bit_for_bit(jupyter_host, graph_of, tiny_local)
     assert [h[0] for h in job["history"]] == ["queued", "running", "done"]
 
 
-def test_eight_users_at_once_share_at_most_two_forward_passes(jupyter_host, graph_of, tiny_local):
+def test_eight_users_at_once_share_at_most_two_forward_passes(jupyter_host, graph_of, tiny_local, keep_worker_busy):
     users = [f"token-{n}" for n in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")]
     clients = [jupyter_host.socket(token) for token in users]
     graphs = [graph_of(_save_layer(p)) for p in PROMPTS]
 
-    def generation(model, tracer):
-        with tracer.invoke("hello"):
-            tracer.result.save()
-
-    # Another job keeps the worker busy meanwhile, so the eight arrive "at once" whatever the machine's speed.
-    busy = jupyter_host.socket("token-alice")
-    busy.submit(graph_of(generation, kind="generate", max_new_tokens=300))
-    blocker = busy.until(lambda m: m["type"] == "accepted")["job_id"]
-    busy.until(lambda m: m.get("job_id") == blocker and m.get("status") == "running")
+    busy, blocker = keep_worker_busy(jupyter_host, "token-alice")     # the eight arrive "at once"
     for client, graph in zip(clients, graphs):
         client.submit(graph)
     results = [client.until(lambda m: m["type"] in ("result", "error") or m.get("status") == "error")

@@ -7,18 +7,13 @@ import warnings
 import pytest
 import torch
 
-from nnsight_jupyter.client import connect
-
 PROMPT = "the cat sat on the mat and the dog"
 PREFIX = 4
 
 
 @pytest.fixture
-def connection(jupyter_host, monkeypatch):
-    monkeypatch.setenv("NNSIGHT_JUPYTER_PROGRESS", "0")
-    conn = connect(jupyter_host.url, "token-heidi")
-    yield conn
-    conn.close()
+def connection(connect_as):
+    return connect_as("token-heidi")
 
 
 def _jobs(host):
