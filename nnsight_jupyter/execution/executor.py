@@ -554,8 +554,12 @@ class _Executor:
 
     # -- results
     def _save(self, node: Node, frame: Any) -> Any:
+        """Keep a copy of the value; in a repeated block, one per step that runs, in step order."""
         value = _snapshot(self._resolve(node.args[0]))
-        self.result.saved[node.id] = value
+        if node.repeat:
+            self.result.saved.setdefault(node.id, []).append(value)
+        else:
+            self.result.saved[node.id] = value
         return value
 
     def _log(self, node: Node, frame: Any) -> None:
@@ -651,7 +655,7 @@ _HANDLERS = {
     "module.set_output": "_set_output", "module.set_input": "_set_input", "module.set_inputs": "_set_inputs",
     "module.skip": "_skip", "cache.output": "_cache_output", "cache.inputs": "_cache_inputs",
     "module.call": "_call_module", "module.param": "_param", "grad": "_grad", "set_grad": "_set_grad",
-    "backward": "_backward", "save": "_save", "log": "_log", "tracer.result": "_result",
+    "backward": "_backward", "save": "_save", "collect": "_save", "log": "_log", "tracer.result": "_result",
 }
 if set(_HANDLERS) != set(MODEL_OPS) or not all(hasattr(_Executor, m) for m in _HANDLERS.values()):
     raise ImportError("execution.executor: the model ops of graph.ops.MODEL_OPS and their handlers "

@@ -225,6 +225,8 @@ MODEL_OPS: dict[str, Op] = {op.name: op for op in (
     _model("backward", anchor="end", runs_backward=True, merges=False, borrows=True),  # from a scalar
     # results
     _model("save", saves=True),                      # keep a value past the trace (recorded where it is saved)
+    # a value stored in a saved list or dict (tracing.containers): kept where it is computed
+    _model("collect", ordered=False, saves=True),
     _model("log", borrows=True),                     # print() inside a trace: text comes back with the result
     _model("tracer.result", anchor="end", merges=False, borrows=True),  # generate(): prompt ids + new ids
 )}

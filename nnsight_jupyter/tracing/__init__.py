@@ -6,6 +6,7 @@ and rows each node belongs to. Nothing here runs the model: `execution` does.
 
 from typing import Any
 
+from .containers import save_container
 from .envoy import Envoy
 from .model import LanguageModel, NNsight
 from .proxy import Proxy
@@ -13,9 +14,12 @@ from .tracer import Cache, Invoker, Session, Tracer
 
 
 def save(value: Any) -> Any:
-    """`nj.save(x)`: the same as `x.save()` for a traced value; other values are returned as they are."""
+    """`nj.save(x)`: the same as `x.save()` for a traced value; a list or dict is kept past the trace
+    with its traced values' values (`tracing.containers`); other values are returned as they are."""
     if isinstance(value, Proxy):
         return value.save()
+    if isinstance(value, (list, dict, set, frozenset)):
+        return save_container(value)
     return value
 
 

@@ -22,7 +22,7 @@ from ..graph.ops import OPS, get_op
 from ..graph.result import Result
 from ..graph.runner import Observer, Runner
 from ..graph.validate import NodeChecker, check_invoke_inputs, check_run_options, seal
-from . import context
+from . import containers, context
 from .proxy import MISSING, READY, Proxy, to_arg
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class GraphBuilder:
         self.model = model
         self.graph = Graph(model=model._name)
         self.saved: list[Proxy] = []
+        self.containers: list[Any] = []          # saved lists and dicts (tracing.containers)
+        self.per_step: dict[int, list] = {}      # save id -> its values, one per step (repeated blocks)
         self.closed = False
         self.result: Result | None = None
         self._tracers: list["Tracer"] = []
@@ -108,17 +110,26 @@ class GraphBuilder:
         self.closed = True
         if not self.graph.runs:
             return Result()
+        containers.collect(self)
         seal(self.graph)                               # every node was checked as it was made
         self.result = runner.run(self.graph, observer)
+        nodes = self.graph.nodes
         for proxy in self.saved:
-            if proxy._save_id in self.result.saved:
-                proxy._set(READY, self.result.saved[proxy._save_id])
-            elif proxy._save_id in self.result.missing:
-                proxy._set(MISSING, self.result.missing[proxy._save_id])
+            save_id = proxy._save_id
+            if save_id in self.result.saved:
+                value = self.result.saved[save_id]
+                if nodes[save_id].repeat:        # a repeated block: one value per step that ran
+                    self.per_step[save_id] = value
+                    value = value[-1]            # the value itself: its last step's (as nnsight)
+                proxy._set(READY, value)
+            elif save_id in self.result.missing:
+                proxy._set(MISSING, self.result.missing[save_id])
+        containers.resolve(self)
         return self.result
 
     def rebind(self, frame: Any) -> None:
         """At the top level of a module or notebook cell, rebind saved names to their values."""
+        containers.expand_in_frame(self, frame)
         if frame is None or frame.f_code.co_name != "<module>":
             return
         namespace = frame.f_globals

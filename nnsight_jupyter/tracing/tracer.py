@@ -19,7 +19,7 @@ import builtins
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import NNsightError, TracingError
-from . import context
+from . import containers, context
 from .builder import GraphBuilder
 from .proxy import Proxy
 
@@ -40,6 +40,8 @@ class _Context:
         stack = context.stack()
         if not stack:
             builtins.print = _traced_print
+            self._mounted = containers.mounted()      # list.save / dict.save while a trace is open
+            self._mounted.__enter__()
         stack.append(self)
 
     def _pop(self) -> None:
@@ -47,6 +49,7 @@ class _Context:
         stack.remove(self)
         if not stack:
             builtins.print = _real_print
+            self._mounted.__exit__(None, None, None)
 
     def _finish(self, owner: bool) -> None:
         if owner:
@@ -229,7 +232,7 @@ class Iteration:
                     yield i
             else:
                 t.step, t.repeat = self.start, True
-                yield self.start
+                yield containers.StepNumber(self.start)
         finally:
             t.step, t.call, t.repeat = saved
             if self.stop is None:
