@@ -1,7 +1,8 @@
 """The case study's six rungs ("130x faster", `case_study.py`) run on the bundled SmolLM2 and give the
-scores of a plain-PyTorch-hook reference, head by head (the remote twin: tests/server/test_case_study_remote.py).
+scores of a plain-PyTorch-hook reference, head by head (the remote twin: tests/server/test_containers_remote.py).
 
-Three layers of the model (the post's own `n_layers`) and all nine heads: about 130 forward passes.
+Two layers of the model (the post's own `n_layers`) and all nine heads: about 90 forward passes (some
+seconds on a quiet machine, minutes on a busy one; hence `slow`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _spec.loader.exec_module(case_study)
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
-N_LAYERS = 3
+N_LAYERS = 2
 
 
 @pytest.fixture(scope="module")
