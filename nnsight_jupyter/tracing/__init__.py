@@ -15,11 +15,15 @@ from .tracer import Cache, Invoker, Session, Tracer
 
 def save(value: Any) -> Any:
     """`nj.save(x)`: the same as `x.save()` for a traced value; a list or dict is kept past the trace
-    with its traced values' values (`tracing.containers`); other values are returned as they are."""
+    with its traced values' values (`tracing.containers`); a tuple's traced values are saved one by one;
+    other values are returned as they are."""
     if isinstance(value, Proxy):
         return value.save()
     if isinstance(value, (list, dict, set, frozenset)):
         return save_container(value)
+    if isinstance(value, tuple):                 # immutable: its traced values are saved one by one
+        for item in value:
+            save(item)
     return value
 
 

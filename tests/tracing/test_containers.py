@@ -209,5 +209,7 @@ def test_saving_a_set_or_other_object_is_refused(llama):
         with llama.trace(PROMPT):
             nj.save({llama.lm_head.output})
     with llama.trace(PROMPT):
-        assert nj.save(3) == 3                           # plain values pass through, as in nnsight
+        assert nj.save(3) == 3                           # plain values pass through
         assert not hasattr(set(), "save") and not hasattr((1,), "save")
+        pair = nj.save((llama.model.layers[0].output, llama.lm_head.output))
+    assert pair[1].value.shape == (1, 6, 200)            # a tuple's traced values are saved one by one
