@@ -59,13 +59,21 @@ def _type_dict(kind: type) -> dict:
 
 
 def _mount(on: bool) -> None:
+    """Put `save` in (or take it out of) the dicts of `list` and `dict`, and clear the type caches.
+    On an interpreter where a built-in type's dict cannot be reached this way, `nj.save(x)` still
+    works and `list().save()` stays Python's AttributeError (never a trace that cannot start)."""
     for kind in SAVABLE:
-        namespace = _type_dict(kind)
-        if on:
-            namespace["save"] = _save_method
-        else:
-            namespace.pop("save", None)
-        ctypes.pythonapi.PyType_Modified(ctypes.py_object(kind))
+        try:
+            namespace = _type_dict(kind)
+            if type(namespace) is not dict:
+                continue
+            if on:
+                namespace["save"] = _save_method
+            else:
+                namespace.pop("save", None)
+            ctypes.pythonapi.PyType_Modified(ctypes.py_object(kind))
+        except Exception:  # noqa: BLE001 - see the docstring
+            continue
 
 
 @contextmanager

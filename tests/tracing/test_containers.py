@@ -173,10 +173,16 @@ def test_early_stop_gives_as_many_entries_as_steps_ran(raw_llama, tokenizer):
         results = list().save()
         for _ in tracer.all():
             results.append(model.lm_head.output[:, -1])
+        never = list().save()
+        for _ in tracer.iter[4:]:                          # a repeated block that never runs
+            never.append(model.lm_head.output[:, 0])
+            late = model.lm_head.output.save()
         for _ in tracer.iter[4:6]:                         # steps that never run: left out
             results.append(model.lm_head.output[:, 0])
     expected = _greedy(raw_llama, tokenizer, PROMPT, 6, eos=eos)
-    assert len(expected) == 2 and len(results) == 2
+    assert len(expected) == 2 and len(results) == 2 and never == []
+    with pytest.raises(nj.ValueNotReadyError, match="step 4"):
+        late.value                                         # reported, not silently missing
     for got, want in zip(results, expected):
         _close(got, want)
 
