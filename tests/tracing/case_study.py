@@ -12,6 +12,9 @@ Each `rung_N` is the post's code with only these changes, each marked `# harness
   (a batch of one: an IndexError in nnsight too); the second member of `.inputs` is its keyword
   arguments, so it reads `model.model.layers[layer].self_attn.o_proj.inputs[1]`.
 
+The rungs repeat each other on purpose (the `duplicates` tool lists them): each is one of the post's
+listings as published, and what is tested is that such code runs unchanged, not a refactoring of it.
+
 `split_heads` and `stats_from_logits` are not in the post; they are written here as it describes
 them. `n_layers` is a subset (the post's own loop variable); `n_heads` and `h_dim` must be the
 model's, since `split_heads` uses them too.
