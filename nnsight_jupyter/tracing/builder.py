@@ -118,7 +118,8 @@ class GraphBuilder:
             save_id = proxy._save_id
             if save_id in self.result.saved:
                 value = self.result.saved[save_id]
-                if nodes[save_id].repeat:        # a repeated block: one value per step that ran
+                node = nodes[save_id]
+                if node.repeat and node.op in containers.PER_STEP_OPS:   # one value per step that ran
                     self.per_step[save_id] = value
                     value = value[-1]            # the value itself: its last step's (as nnsight)
                 proxy._set(READY, value)

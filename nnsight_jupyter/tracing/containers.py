@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 #: Container types that get a `.save()` method while a trace is open.
 SAVABLE = (list, dict)
+#: The ops whose value, in a repeated block, comes back as a list of one value per step that ran.
+PER_STEP_OPS = frozenset({"save", "collect"})
 
 _lock = threading.Lock()
 _open = 0

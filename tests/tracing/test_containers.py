@@ -219,3 +219,11 @@ def test_saving_a_set_or_other_object_is_refused(llama):
         assert not hasattr(set(), "save") and not hasattr((1,), "save")
         pair = nj.save((llama.model.layers[0].output, llama.lm_head.output))
     assert pair[1].value.shape == (1, 6, 200)            # a tuple's traced values are saved one by one
+
+
+def test_cache_entries_in_a_repeated_block_are_not_taken_per_step(free_llama):
+    # Only saves and saved containers collect per step; a cache entry keeps its own value (the last step's).
+    with free_llama.generate(PROMPT, max_new_tokens=3) as tracer:
+        for _ in tracer.all():
+            cache = tracer.cache(modules=[free_llama.model.layers[0]])
+    assert cache["model.layers.0"].output.shape == (1, 1, 64)
