@@ -51,6 +51,8 @@ def split_expressions(line: str) -> list[str]:
         for token in tokenize.generate_tokens(io.StringIO(line).readline):
             if token.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.COMMENT):
                 break
+            if token.type == tokenize.ERRORTOKEN and not token.string.isspace():
+                raise tokenize.TokenError(f"unexpected {token.string!r} at column {token.start[1] + 1}")
             start = token.start[1]
             if depth == 0 and (end is None or start > end):
                 words.append(token.string)
