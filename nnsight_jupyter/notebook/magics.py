@@ -32,7 +32,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..errors import NNsightError, RemoteError
+from ..errors import NNsightError
+from ..graph.runner import TERMINAL
 from . import cells
 from .status import StatusLine
 
@@ -294,8 +295,16 @@ class _Metered:
         status.draw(force=True)
         try:
             return self.inner.run(graph, observer)
-        except NNsightError as error:
+        except NNsightError:
             job_id = getattr(self.inner, "last_job_id", None)
-            if job_id is not None and not isinstance(error, RemoteError):
-                self.lost(job_id)            # the host may still run it: the job is not lost
+            if job_id is not None and not _finished(connection, job_id):
+                self.lost(job_id)            # the host still runs it: the job is not lost
             raise
+
+
+def _finished(connection: Any, job_id: str) -> bool:
+    """Whether the host says job `job_id` has ended (False when it cannot be asked)."""
+    try:
+        return connection.job(job_id).get("status") in TERMINAL
+    except NNsightError:
+        return False
