@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ControlFlowError, OpNotAllowedError, TracingError, ValueNotReadyError
 from ..graph.nodes import Ref
-from ..graph.ops import OPS, is_method, op_name_for_torch_callable
+from ..graph.ops import OPS, is_method, op_name_for_torch_callable, refuse_method
 
 if TYPE_CHECKING:
     from .builder import GraphBuilder
@@ -57,6 +57,12 @@ class Proxy:
             raise ValueNotReadyError(
                 f"node %{self._id} ({self._op()}) was not saved, so it has no value after the trace: "
                 "call .save() on it inside the trace")
+        failure = self._builder.failure
+        if failure is not None:
+            first = str(failure).splitlines()[0] if str(failure) else ""
+            raise ValueNotReadyError(
+                f"the trace this value belongs to failed ({type(failure).__name__}: {first[:300]}), so it was "
+                "never computed", fix="Fix that error and run the trace again.")
         raise ValueNotReadyError("the trace has not run yet: .value is set when the outermost `with` block exits")
 
     def _set(self, state: int, value: Any) -> None:
@@ -95,6 +101,8 @@ class Proxy:
                 return builder.add(op, (self, *args), kwargs)
 
             return method
+        if name not in _NOT_TENSOR_METHODS and callable(getattr(torch.Tensor, name, None)):
+            raise refuse_method(name)                 # `h.numpy()`: named, with why and what to do
         return builder.add("getattr", (self, name))
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -176,6 +184,12 @@ class Proxy:
         raise ControlFlowError("a traced value has no numpy array while tracing; .save() it first")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        node = self._builder.graph.nodes[self._id]
+        if node.op == "getattr" and len(node.args) > 1 and isinstance(node.args[1], str):
+            raise OpNotAllowedError(
+                f".{node.args[1]}(...) cannot run inside a trace: it is not a Tensor method on the allow-list "
+                "(nnsight_jupyter.graph.ops.TENSOR_METHODS)",
+                fix=f".save() the value and call .{node.args[1]}(...) on it after the trace.")
         raise TracingError("a traced value cannot be called; to call a module, call its envoy (model.lm_head(x))")
 
     def __repr__(self) -> str:
@@ -283,6 +297,9 @@ def _values(value: Any) -> Any:
 
 
 _PLAIN = frozenset({int, float, str, bool, type(None), torch.Tensor})
+#: Names of Tensor methods that are also methods of the mappings a module returns (a ModelOutput's
+#: `.values()`): read as attributes, not refused as Tensor methods.
+_NOT_TENSOR_METHODS = frozenset({"values"})
 
 
 def to_arg(value: Any, builder: "GraphBuilder") -> Any:
