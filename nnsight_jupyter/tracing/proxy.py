@@ -16,6 +16,7 @@ import torch
 from ..errors import ControlFlowError, OpNotAllowedError, TracingError, ValueNotReadyError
 from ..graph.nodes import Ref
 from ..graph.ops import OPS, is_method, op_name_for_torch_callable, refuse_method
+from . import shapes
 
 if TYPE_CHECKING:
     from .builder import GraphBuilder
@@ -98,12 +99,16 @@ class Proxy:
             op = "Tensor." + name
 
             def method(*args: Any, **kwargs: Any) -> Proxy:
-                return builder.add(op, (self, *args), kwargs)
+                result = builder.add(op, (self, *args), kwargs)
+                if op in shapes.SIZE_QUERIES and (args or op != "Tensor.size"):
+                    return shapes.known_int(result)      # x.size(-1), x.dim(): ints where known
+                return result
 
             return method
         if name not in _NOT_TENSOR_METHODS and callable(getattr(torch.Tensor, name, None)):
             raise refuse_method(name)                 # `h.numpy()`: named, with why and what to do
-        return builder.add("getattr", (self, name))
+        result = builder.add("getattr", (self, name))
+        return shapes.known_int(result) if name == "ndim" else result
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "grad":
@@ -147,18 +152,14 @@ class Proxy:
             return len(self._value)
         if self._length is not None:
             return self._length
-        raise TracingError(
-            "len() of a traced value is not known while tracing; use .shape[0] or .size(0) (a traced "
-            "value), or .save() it and call len() after the trace")
+        return shapes.length(self)            # known from the recorded shapes, or a TracingError saying why not
 
     def __iter__(self):
         if self._state == READY:
             return iter(self._value)
-        if self._length is None:
-            raise TracingError(
-                "cannot iterate over a traced value whose length is not known while tracing; index it "
-                "(x[0], x[1]) or use a Python range over a known size")
-        return iter([self[i] for i in range(self._length)])
+        if self._length is not None:
+            return iter([self[i] for i in range(self._length)])
+        return iter(shapes.items(self))
 
     def __contains__(self, item: Any) -> bool:
         if self._state == READY:
@@ -206,7 +207,10 @@ class Proxy:
             ".save() it and write its .value after the trace")
 
     def __getitem__(self, key: Any) -> "Proxy":
-        return self._node("getitem", self, key)
+        item = self._node("getitem", self, key)
+        if type(key) is int and type(item) is Proxy and shapes.is_shape(self):
+            return shapes.known_int(item)        # a size the model fixes is an int while tracing
+        return item
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self._state == READY and self._builder.closed:
