@@ -146,7 +146,7 @@ KEYWORDS: dict[str, dict[str, Accepts]] = {
         "dim": OPT_INTS, "dims": OPT_INTS, "keepdim": BOOL, "dtype": DTYPE, "device": DEVICE,
         "requires_grad": BOOL, "non_blocking": BOOL, "copy": BOOL,
         "k": INT, "largest": BOOL, "sorted": BOOL, "descending": BOOL, "stable": BOOL,
-        "p": NORM, "ord": NORM, "eps": NUMBER, "beta": NUMBER, "threshold": NUMBER, "rtol": OPT_NUMBER,
+        "p": NORM, "ord": NORM, "eps": OPT_NUMBER, "beta": NUMBER, "threshold": NUMBER, "rtol": OPT_NUMBER,
         "atol": OPT_NUMBER, "equal_nan": BOOL, "start_dim": INT, "end_dim": INT, "dim0": INT, "dim1": INT,
         "dim2": INT, "offset": INT, "diagonal": INT, "shifts": INTS, "n": INT, "chunks": INT,
         "split_size_or_sections": INTS, "split_size": INTS, "sizes": INTS, "shape": INTS, "size": INTS,
@@ -166,12 +166,16 @@ KEYWORDS: dict[str, dict[str, Accepts]] = {
         # random sampling (drawn from the job's generator: graph.sampling), activations, reductions
         "num_samples": INT, "replacement": BOOL, "mean": DATA, "std": DATA, "low": INT, "high": INT,
         "lambd": NUMBER, "tau": NUMBER, "hard": BOOL, "base": NUMBER, "negative_slope": NUMBER,
-        "min_val": NUMBER, "max_val": NUMBER, "reduce": _choice("sum", "prod", "mean", "amax", "amin"),
+        "min_val": NUMBER, "max_val": NUMBER, "reduce": _choice(None, "sum", "prod", "mean", "amax", "amin"),
         "include_self": BOOL, "return_inverse": BOOL, "return_counts": BOOL, "q": DATA,
         "interpolation": _choice("linear", "lower", "higher", "midpoint", "nearest"), "repeats": DATA,
         "output_size": OPT_INT, "upper": BOOL, "indexing": _choice("ij", "xy"), "r": INT,
         "with_replacement": BOOL, "pos_weight": DATA, "delta": NUMBER, "margin": NUMBER, "full": BOOL,
         "bins": INT, "minlength": INT, "weights": DATA, "scale_factor": OPT_NUMBER,
+        # F.softmax / log_softmax / softmin pass their warning depth on through __torch_function__
+        "_stacklevel": INT,
+        # the losses pass their deprecated reduction flags on too (None unless given)
+        "size_average": Accepts("None or a bool", lambda v: v is None or type(v) is bool),
     },
 }
 

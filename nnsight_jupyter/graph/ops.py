@@ -482,8 +482,10 @@ def public_name(fn: Any) -> str:
     name = getattr(fn, "__name__", None)
     if isinstance(name, str):
         for prefix, namespace in _NAMESPACES:
-            if getattr(namespace, name, None) is fn:
-                return f"{prefix}.{name}"
+            short = name.removeprefix(prefix.rsplit(".", 1)[-1] + "_")    # linalg_vector_norm -> vector_norm
+            for candidate in (name, short):
+                if getattr(namespace, candidate, None) is fn:
+                    return f"{prefix}.{candidate}"
         owner = getattr(fn, "__objclass__", None) or getattr(fn, "__self__", None)
         if owner is torch.Tensor or owner is torch._C.TensorBase:
             return f"torch.Tensor.{name}"
@@ -506,13 +508,22 @@ def _refused(public: str) -> str:
             "the saved value after the trace.")
 
 
+def refusal(name: str) -> str | None:
+    """Why op `name` (not on the list) is refused and what to write instead, for ops refused on
+    purpose and Tensor methods; None for any other name."""
+    public = "torch." + name if name.startswith("Tensor.") else name
+    if public in REFUSED or public.startswith("torch.Tensor."):
+        return _refused(public)
+    return None
+
+
 def get_op(name: str) -> Op:
     """The allow-listed op called `name`, or OpNotAllowedError naming it."""
     op = OPS.get(name)
     if op is None:
-        public = "torch." + name if name.startswith("Tensor.") else name
-        if public in REFUSED or public.startswith("torch.Tensor."):
-            raise OpNotAllowedError(_refused(public))
+        why = refusal(name)
+        if why is not None:
+            raise OpNotAllowedError(why)
         raise OpNotAllowedError(
             f"operation {name!r} is not on the allow-list. Allowed: Python operators, "
             f"{len(TORCH_FUNCTIONS)} torch functions, {len(TENSOR_METHODS)} Tensor methods and module "

@@ -105,8 +105,6 @@ class Proxy:
                 return result
 
             return method
-        if name not in _NOT_TENSOR_METHODS and callable(getattr(torch.Tensor, name, None)):
-            raise refuse_method(name)                 # `h.numpy()`: named, with why and what to do
         result = builder.add("getattr", (self, name))
         return shapes.known_int(result) if name == "ndim" else result
 
@@ -169,7 +167,12 @@ class Proxy:
     def __index__(self) -> int:
         if self._state == READY:
             return self._value.__index__()
-        raise ControlFlowError("a traced value cannot be used as a Python number while tracing; .save() it first")
+        raise ControlFlowError(
+            f"a traced value (node %{self._id}, {self._op()}) cannot be used as a Python number (an index, a "
+            "slice bound or size of a real tensor, range(), int(), .item()) while tracing: it exists only when "
+            "the model runs (a size that varies per invoke stays a traced value)",
+            fix="Use it in traced ops instead (h[:, :n] or h.view(n, -1) where h is traced), or .save() it and "
+                "use .value after the trace.")
 
     def __int__(self) -> int:
         return int(self._value) if self._state == READY else self.__index__()
@@ -187,6 +190,8 @@ class Proxy:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         node = self._builder.graph.nodes[self._id]
         if node.op == "getattr" and len(node.args) > 1 and isinstance(node.args[1], str):
+            if callable(getattr(torch.Tensor, node.args[1], None)):
+                raise refuse_method(node.args[1])     # `h.numpy()`: named, with why and what to do
             raise OpNotAllowedError(
                 f".{node.args[1]}(...) cannot run inside a trace: it is not a Tensor method on the allow-list "
                 "(nnsight_jupyter.graph.ops.TENSOR_METHODS)",
@@ -301,9 +306,6 @@ def _values(value: Any) -> Any:
 
 
 _PLAIN = frozenset({int, float, str, bool, type(None), torch.Tensor})
-#: Names of Tensor methods that are also methods of the mappings a module returns (a ModelOutput's
-#: `.values()`): read as attributes, not refused as Tensor methods.
-_NOT_TENSOR_METHODS = frozenset({"values"})
 
 
 def to_arg(value: Any, builder: "GraphBuilder") -> Any:
