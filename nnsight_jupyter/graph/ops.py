@@ -336,29 +336,19 @@ INPLACE_TENSOR_METHODS = (
     "lerp_",
 )
 
+#: nn.functional ops with an `inplace` switch: the position of that parameter (they write their input).
+_INPLACE_AT = {"relu": 1, "silu": 1, "dropout": 3, "dropout1d": 3, "dropout2d": 3, "dropout3d": 3, "elu": 2,
+               "selu": 1, "celu": 2, "leaky_relu": 2, "hardtanh": 3, "relu6": 1, "mish": 1, "hardswish": 1,
+               "hardsigmoid": 1, "threshold": 3}
 # torch functions that can write one of their arguments, and when (checked against the
 # signatures and aten schemas of every op by tests/graph/test_allowlist_writes.py).
 TORCH_WRITES: dict[str, Writes] = {
-    "torch.nn.functional.relu": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.silu": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.dropout": Writes(_FIRST, Switch(Param(3, "inplace"))),
+    **{f"torch.nn.functional.{name}": Writes(_FIRST, Switch(Param(index, "inplace")))
+       for name, index in _INPLACE_AT.items()},
     # max_norm renormalises the rows of `weight` that the input looks up, in place.
     "torch.nn.functional.embedding": Writes((Param(1, "weight"),), Switch(Param(3, "max_norm"), when_set=True)),
     "torch.norm": Writes((Param(4, "out"),)),                        # out is positional here
     "torch.nn.functional.normalize": Writes((Param(4, "out"),)),
-    "torch.nn.functional.dropout1d": Writes(_FIRST, Switch(Param(3, "inplace"))),
-    "torch.nn.functional.dropout2d": Writes(_FIRST, Switch(Param(3, "inplace"))),
-    "torch.nn.functional.dropout3d": Writes(_FIRST, Switch(Param(3, "inplace"))),
-    "torch.nn.functional.elu": Writes(_FIRST, Switch(Param(2, "inplace"))),
-    "torch.nn.functional.selu": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.celu": Writes(_FIRST, Switch(Param(2, "inplace"))),
-    "torch.nn.functional.leaky_relu": Writes(_FIRST, Switch(Param(2, "inplace"))),
-    "torch.nn.functional.hardtanh": Writes(_FIRST, Switch(Param(3, "inplace"))),
-    "torch.nn.functional.relu6": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.mish": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.hardswish": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.hardsigmoid": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.threshold": Writes(_FIRST, Switch(Param(3, "inplace"))),
 }
 
 #: Ops whose result may be (or share storage with) their first argument, so that an in-place op
