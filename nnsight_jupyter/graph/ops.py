@@ -487,7 +487,7 @@ def _refused(public: str) -> str:
     """The message for an op that is not on the list, by its public name."""
     why = REFUSED.get(public)
     if why is not None:
-        return f"{public} is refused inside a trace: {why}."
+        return f"{public} is refused inside a trace (it is kept off the allow-list): {why}."
     method = public[len("torch.Tensor."):] if public.startswith("torch.Tensor.") else None
     if method in NEEDS_VALUE:
         return (f"{public} cannot run inside a trace: it needs the real value, which exists only when the "
