@@ -4,7 +4,8 @@ Every error a user can meet is an `NNsightError`. Messages say what happened, wh
 own file and line, the module path, the shapes involved) and how to fix it. A few subclasses are
 also builtin exceptions, so ordinary Python keeps working: an unknown module attribute is an
 `AttributeError` (``hasattr`` and ``getattr(x, name, default)`` behave), an index past the end
-of a module list is an `IndexError`.
+of a module list is an `IndexError`, and a traced op that fails keeps the type of its failure
+(`TracedIndexError`, `TracedKeyError`, ..., `ShapeMismatchError` is a `RuntimeError`).
 """
 
 from __future__ import annotations
@@ -147,13 +148,41 @@ class OutOfOrderError(NNsightError):
     """A trace touches modules in an order the model cannot run them in (found before it runs)."""
 
 
-class ShapeMismatchError(NNsightError):
-    """A value written into the model does not have the shape of what it replaces."""
-
-
 class ExecutionError(NNsightError):
     """A node of the graph cannot run on this model, or failed while the model ran; names the node's
     user line, the module and the shapes involved."""
+
+
+class ShapeMismatchError(ExecutionError, RuntimeError):
+    """A value does not have the shape an op or a write needs (a write of the wrong shape, a view
+    or reshape that does not fit, operands that do not broadcast). Also a `RuntimeError`, as torch
+    raises it, so `except RuntimeError` keeps working."""
+
+
+# A traced op that failed keeps the Python type of its failure (`except IndexError` / `KeyError` /
+# `AttributeError` around a trace keeps working, locally and across the wire).
+class TracedIndexError(ExecutionError, IndexError):
+    """An index past the end of a traced value (a tensor, a tuple of module outputs)."""
+
+
+class TracedKeyError(ExecutionError, KeyError):
+    """A key that a traced mapping (a ModelOutput, a dict of inputs) does not have."""
+
+
+class TracedAttributeError(ExecutionError, AttributeError):
+    """An attribute that a traced value (a ModelOutput, a tensor) does not have."""
+
+
+class TracedTypeError(ExecutionError, TypeError):
+    """A traced op got a value of a type it does not take."""
+
+
+class TracedValueError(ExecutionError, ValueError):
+    """A traced op got a value it does not take."""
+
+
+class TracedRuntimeError(ExecutionError, RuntimeError):
+    """A traced torch op failed for a reason other than shapes (dtypes, devices ...)."""
 
 
 class InputError(ExecutionError):

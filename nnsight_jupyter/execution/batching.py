@@ -120,6 +120,15 @@ class ModuleTarget:
                 order.layouts = {}
         return order.layouts
 
+    #: Whether the dims of module values other than batch and sequence dims are fixed by the model
+    #: (a language model's hidden size): False for a plain module, whose inputs may change any dim.
+    fixed_dims = False
+
+    def event_layouts(self) -> dict[Event, Layout] | None:
+        """Each event's recorded layout (with shapes), for shape questions asked while tracing;
+        None while nothing was recorded (a plain module before its first trace that needed them)."""
+        return self.order.layouts if self.order is not None else None
+
     def generate(self, batch: Batch, options: dict) -> torch.Tensor:
         raise ExecutionError("generate() needs a language model (LanguageModel); NNsight modules only trace",
                              fix="Use .trace(...), or wrap a causal language model in LanguageModel.")
@@ -151,6 +160,18 @@ class LanguageTarget(ModuleTarget):
 
     def ensure_order(self, batch: Batch) -> ExecutionOrder:
         return self.order or self.record_order()
+
+    fixed_dims = True
+
+    def event_layouts(self) -> dict[Event, Layout] | None:
+        """Each event's layout and shapes, recorded on first use (fake tensors, once per architecture)."""
+        order = self.order or self.record_order()
+        if order.layouts is None:
+            try:
+                order.layouts = language_layouts(self.module)
+            except Exception:  # noqa: BLE001 - fake tensors can't run this model: no shapes while tracing
+                return None
+        return order.layouts
 
     def layouts_for(self, batch: Batch) -> dict[Event, Layout]:
         """Each event's layout for a batch called with these extra keyword arguments (recorded once

@@ -31,6 +31,8 @@ from ..graph.ops import MODEL_OPS, OPS
 from ..graph.result import Result
 from ..graph.validate import is_validated, validate
 from .batching import Batch, ModuleTarget, Span, view, write
+from .failures import failure_class
+from .generators import SEED_OPTION, JobGenerators, run_seeds
 from .limits import new_budget
 from .planner import RunPlan, plan
 
@@ -73,7 +75,8 @@ def execute(graph: Graph, target: ModuleTarget, *, echo_logs: bool = True,
 class _Executor:
     def __init__(self, graph: Graph, target: ModuleTarget, echo_logs: bool, *,
                  on_step: Callable[[int], None] | None = None, groups: dict[int, int] | None = None,
-                 invoke_groups: dict[int, int] | None = None, on_log: Callable[[str, str], None] | None = None):
+                 invoke_groups: dict[int, int] | None = None, on_log: Callable[[str, str], None] | None = None,
+                 seeds: dict[tuple[int, int], int | None] | None = None):
         self.graph = graph
         self.target = target
         self.echo_logs = echo_logs
@@ -89,6 +92,8 @@ class _Executor:
         self.result = Result()
         self.weights: frozenset[int] | None = None
         self.budget = new_budget()          # per-job memory and log limits (None: none set, no accounting)
+        # Random ops draw from generators of their own job (graph.ops.Op.sample), seeded by its runs.
+        self.generators = JobGenerators(seeds if seeds is not None else run_seeds(graph))
         # One handler per model op of the table (`_HANDLERS`, checked against MODEL_OPS at import).
         self._dispatch: dict[str, Callable[[Node, Any], Any]] = {
             name: getattr(self, _HANDLERS[name]) for name in MODEL_OPS}
@@ -177,7 +182,8 @@ class _Executor:
                 sub.forward = self._skipping_forward(path, sub.forward)
             with torch.set_grad_enabled(run_plan.needs_grad):
                 if run_plan.run.kind == "generate":
-                    self.output_ids = self.target.generate(batch, dict(run_plan.run.options))
+                    options = {k: v for k, v in run_plan.run.options.items() if k != SEED_OPTION}
+                    self.output_ids = self.target.generate(batch, options)
                 else:
                     module(*batch.args, **batch.kwargs)
             for node in run_plan.after:
@@ -311,7 +317,11 @@ class _Executor:
                         self._check_not_weight(written, node)
                 if budget is not None:
                     budget.before(node, args, kwargs, self.groups[node.id] if self.groups else 0)
-                value = op.fn(*args, **kwargs)
+                if op.sample is None:
+                    value = op.fn(*args, **kwargs)
+                else:
+                    job = self.groups[node.id] if self.groups else 0
+                    value = op.sample(self.generators.get(job, node.run, args, kwargs), *args, **kwargs)
             if budget is not None:
                 budget.after(node, value, args, self.groups[node.id] if self.groups else 0)
         except NNsightError as error:
@@ -349,7 +359,8 @@ class _Executor:
     def _op_failed(self, node: Node, error: Exception) -> ExecutionError:
         """The error for a torch / Python op that raised: its line, the module of the value it worked
         on, the shapes of its tensor arguments and the fix; a ShapeMismatchError for an in-place write
-        (`h[:, 0] = v`) of a value that does not fit the indexed part."""
+        (`h[:, 0] = v`) of a value that does not fit the indexed part; of the Python type of `error`
+        otherwise (`execution.failures`: an IndexError stays one)."""
         try:
             args = self._resolve(node.args)
         except NNsightError:
@@ -363,11 +374,14 @@ class _Executor:
         shapes = {f"argument {i}": tuple(a.shape) for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
         if isinstance(error, IndexError) and args and isinstance(args[0], torch.Tensor):
             fix = f"Index within the value's shape {tuple(args[0].shape)}."
+        elif isinstance(error, (KeyError, IndexError)) and args and isinstance(args[0], (dict, tuple, list)):
+            fix = (f"Use one of its keys: {list(args[0])[:12]}." if isinstance(args[0], dict) else
+                   f"It holds {len(args[0])} items: use an index from 0 to {len(args[0]) - 1}.")
         else:
             fix = (f"Make the values passed to {node.op} fit each other (their shapes and dtypes), e.g. "
                    "slice, reshape or .to() them first.")
-        return ExecutionError(f"{node.op} failed: {type(error).__name__}: {error}", where=node.line,
-                              module=module, shapes=shapes, fix=fix)
+        return failure_class(error)(f"{node.op} failed: {type(error).__name__}: {error}", where=node.line,
+                                    module=module, shapes=shapes, fix=fix)
 
     def _resolve(self, value: Any) -> Any:
         kind = type(value)

@@ -55,7 +55,7 @@ def describe(value: Any) -> tuple:
     """A value's structure and shapes, for comparing passes: ("t", shape) / ("c", v) / ("s", [...]) /
     ("m", {...}) / ("o", type name)."""
     if isinstance(value, torch.Tensor):
-        return ("t", tuple(value.shape))
+        return ("t", tuple(value.shape), str(value.dtype).removeprefix("torch."))
     if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device, torch.Size)):
         return ("c", value)
     if isinstance(value, (tuple, list)):
@@ -183,7 +183,7 @@ def _combine(base: tuple, passes: Passes, pick: Callable[[dict | None], tuple | 
         return Leaf(alone=_PADDING)
     if kind == "t":
         return _tensor_leaf(base[1], more[1], longer[1] if longer else None, passes,
-                            unpadded[1] if unpadded else None)
+                            unpadded[1] if unpadded else None, base[2])
     if kind == "c":
         if any(o[1] != base[1] for o in others) or (unpadded is not None and unpadded[1] != base[1]):
             return Leaf(alone="it depends on the batch's size or length")
@@ -210,7 +210,8 @@ def _child(desc: tuple | None, key: Any) -> tuple | None:
         return None
 
 
-def _tensor_leaf(base: tuple, more: tuple, longer: tuple | None, passes: Passes, unpadded: tuple | None) -> Leaf:
+def _tensor_leaf(base: tuple, more: tuple, longer: tuple | None, passes: Passes, unpadded: tuple | None,
+                 dtype: str | None = None) -> Leaf:
     if len(more) != len(base) or (longer is not None and len(longer) != len(base)):
         return Leaf(alone="its rank depends on the batch")
     rows_a, rows_b = passes.rows
@@ -224,7 +225,7 @@ def _tensor_leaf(base: tuple, more: tuple, longer: tuple | None, passes: Passes,
         if batch in seq_dims or any((base[i], longer[i]) != (len_a, len_b) for i in seq_dims):
             return Leaf(alone=f"its dims {seq_dims} mix prompt positions with other dims (shapes {base} "
                               f"and {longer})")
-    leaf = Leaf(batch, tuple(seq_dims))
+    leaf = Leaf(batch, tuple(seq_dims), shape=tuple(base), dtype=dtype)
     if unpadded is not None and unpadded != more:
         leaf.alone = _PADDING
     elif batch is None and seq_dims:

@@ -41,7 +41,9 @@ _ELEMENTWISE = frozenset({
     "gt", "ge", "eq", "ne", "maximum", "minimum", "where", "atan2", "logical_and", "logical_or",
     "masked_fill", "isclose", "iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow"})
 _CONSTRUCTORS = frozenset({"torch.zeros", "torch.ones", "torch.full", "Tensor.new_zeros", "Tensor.new_ones",
-                           "Tensor.new_full"})
+                           "Tensor.new_full", "torch.randn", "torch.rand"})
+_LIKE = frozenset({"torch.zeros_like", "torch.ones_like", "torch.full_like", "torch.randn_like", "torch.rand_like",
+                   "torch.randint_like"})
 _CONVERSIONS = {"Tensor.float": 4, "Tensor.double": 8, "Tensor.half": 2, "Tensor.bfloat16": 2, "Tensor.int": 4,
                 "Tensor.long": 8, "Tensor.bool": 1, "Tensor.to": 8}
 
@@ -49,7 +51,8 @@ _CONVERSIONS = {"Tensor.float": 4, "Tensor.double": 8, "Tensor.half": 2, "Tensor
 # Every op `_estimate` knows (by full name, or by the name after the last dot): others skip it.
 _ESTIMATED_BASES = _ELEMENTWISE | {"lshift", "tolist", "arange", "linspace", "eye", "tensor", "new_tensor", "repeat",
                                    "contiguous", "clone", "outer", "kron", "matmul", "mm", "bmm", "one_hot",
-                                   "zeros_like", "ones_like", "full_like"}
+                                   "zeros_like", "ones_like", "full_like", "logspace", "randint", "randperm",
+                                   "randn_like", "rand_like", "randint_like"}
 _ESTIMATED = frozenset(_CONSTRUCTORS | set(_CONVERSIONS))
 
 
@@ -155,13 +158,18 @@ def _estimate(op: str, args: tuple, kwargs: dict) -> int | None:
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if op == "Tensor.tolist":
         return args[0].numel() * _PY_ITEM_BYTES
-    if op in _CONSTRUCTORS or op in ("torch.zeros_like", "torch.ones_like", "torch.full_like"):
+    if op in _CONSTRUCTORS or op in _LIKE:
         return _constructor_estimate(op, args, kwargs)
+    if op == "torch.randint":                     # (high, size) or (low, high, size)
+        size = args[-1] if args and isinstance(args[-1], (list, tuple, torch.Size)) else kwargs.get("size", ())
+        return math.prod(_sizes((size,))) * _itemsize(kwargs, 8)
+    if op == "torch.randperm":
+        return int(args[0] if args else kwargs.get("n", 0)) * _itemsize(kwargs, 8)
     if op == "torch.arange":
         numbers = [*args, *(kwargs[k] for k in ("start", "end", "step") if k in kwargs)]
         start, end, step = (0, numbers[0], 1) if len(numbers) == 1 else (*numbers[:2], numbers[2] if len(numbers) > 2 else 1)
         return max(0, math.ceil((float(end) - float(start)) / float(step))) * _itemsize(kwargs, 8)
-    if op == "torch.linspace":
+    if op in ("torch.linspace", "torch.logspace"):
         steps = args[2] if len(args) > 2 else kwargs.get("steps", 0)
         return int(steps) * _itemsize(kwargs, 4)
     if op == "torch.eye":

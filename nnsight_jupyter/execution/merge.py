@@ -24,6 +24,7 @@ from ..graph.ops import OPS
 from ..graph.result import Result
 from .batching import Batch, ModuleTarget, kwargs_key
 from .executor import _Executor
+from .generators import run_seeds
 from .layout import first_alone
 from .planner import MODULE_EVENTS, plan, refs_of
 
@@ -213,7 +214,8 @@ def _run_alone(graph: Graph, target: ModuleTarget, outcome: JobOutcome) -> None:
 
 def _run_merged(graphs: list[Graph], target: ModuleTarget, outcomes: list[JobOutcome]) -> None:
     merged, groups, invoke_groups, node_maps = _merge(graphs)
-    executor = _Executor(merged, target, echo_logs=False, groups=groups, invoke_groups=invoke_groups)
+    seeds = {key: seed for group, graph in enumerate(graphs) for key, seed in run_seeds(graph, group).items()}
+    executor = _Executor(merged, target, echo_logs=False, groups=groups, invoke_groups=invoke_groups, seeds=seeds)
     try:
         result = executor.run()
     except NNsightError as error:          # the forward pass itself failed: every job in it fails

@@ -30,6 +30,7 @@ from ..errors import ExecutionError, OutOfOrderError
 from ..graph.nodes import Graph, Node, Ref, Run
 from ..graph.ops import OPS
 from ..graph.order import ExecutionOrder
+from .skipped import check_skipped_reads
 
 START = (0, 0, 0)
 END = (2, 0, 0)
@@ -90,6 +91,7 @@ def refs_of(value: Any, out: list[int]) -> list[int]:
 
 def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
     """Anchor every node; `orders[run_id]` is the execution order of that run's model."""
+    check_skipped_reads(graph)
     plans = {run.id: RunPlan(run) for run in graph.runs}
     anchors: dict[int, tuple] = {}
     run_of: dict[int, int] = {}

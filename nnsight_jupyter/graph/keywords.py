@@ -4,7 +4,8 @@ A graph passes keywords in three places, each with its section of `KEYWORDS` (na
 value may be):
 
 * ``generate``: the options of a ``generate`` run (``max_new_tokens=4``), passed to
-  ``model.generate``; a ``trace`` run takes none (the ``trace`` section is empty);
+  ``model.generate``; ``trace``: those of a ``trace`` run. ``seed`` (both) seeds the generator the
+  run's random ops draw from (`graph.sampling`) and is not passed to the model;
 * ``model``: the keyword inputs of an invoke and of a module call, passed to a module's
   ``forward`` (and, in a generate run, to ``model.generate`` as model inputs);
 * ``torch``: the keyword arguments of torch functions and Tensor methods.
@@ -121,8 +122,10 @@ KEYWORDS: dict[str, dict[str, Accepts]] = {
         "forced_bos_token_id": LIT_INT, "forced_eos_token_id": LIT_INTS, "bad_words_ids": LIT_INT_LISTS,
         "suppress_tokens": LIT_INTS, "begin_suppress_tokens": LIT_INTS, "renormalize_logits": LIT_BOOL,
         "remove_invalid_values": LIT_BOOL, "max_time": LIT_NUMBER,
+        "seed": LIT_INT,
     },
-    "trace": {},
+    # the run's own options (not passed to the model): the seed of its random ops' generator
+    "trace": {"seed": LIT_INT},
     # module(**kwargs) / model.generate(**model inputs): the inputs of a transformers model's
     # forward (and of its layers, for module calls).
     "model": {
@@ -143,7 +146,7 @@ KEYWORDS: dict[str, dict[str, Accepts]] = {
         "dim": OPT_INTS, "dims": OPT_INTS, "keepdim": BOOL, "dtype": DTYPE, "device": DEVICE,
         "requires_grad": BOOL, "non_blocking": BOOL, "copy": BOOL,
         "k": INT, "largest": BOOL, "sorted": BOOL, "descending": BOOL, "stable": BOOL,
-        "p": NORM, "ord": NORM, "eps": NUMBER, "beta": NUMBER, "threshold": NUMBER, "rtol": OPT_NUMBER,
+        "p": NORM, "ord": NORM, "eps": OPT_NUMBER, "beta": NUMBER, "threshold": NUMBER, "rtol": OPT_NUMBER,
         "atol": OPT_NUMBER, "equal_nan": BOOL, "start_dim": INT, "end_dim": INT, "dim0": INT, "dim1": INT,
         "dim2": INT, "offset": INT, "diagonal": INT, "shifts": INTS, "n": INT, "chunks": INT,
         "split_size_or_sections": INTS, "split_size": INTS, "sizes": INTS, "shape": INTS, "size": INTS,
@@ -160,6 +163,19 @@ KEYWORDS: dict[str, dict[str, Accepts]] = {
         "UPLO": _choice("L", "U"), "rcond": OPT_NUMBER, "as_tuple": BOOL, "sparse_grad": BOOL,
         "compute_mode": _choice("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",
                                 "donot_use_mm_for_euclid_dist"),
+        # random sampling (drawn from the job's generator: graph.sampling), activations, reductions
+        "num_samples": INT, "replacement": BOOL, "mean": DATA, "std": DATA, "low": INT, "high": INT,
+        "lambd": NUMBER, "tau": NUMBER, "hard": BOOL, "base": NUMBER, "negative_slope": NUMBER,
+        "min_val": NUMBER, "max_val": NUMBER, "reduce": _choice(None, "sum", "prod", "mean", "amax", "amin"),
+        "include_self": BOOL, "return_inverse": BOOL, "return_counts": BOOL, "q": DATA,
+        "interpolation": _choice("linear", "lower", "higher", "midpoint", "nearest"), "repeats": DATA,
+        "output_size": OPT_INT, "upper": BOOL, "indexing": _choice("ij", "xy"), "r": INT,
+        "with_replacement": BOOL, "pos_weight": DATA, "delta": NUMBER, "margin": NUMBER, "full": BOOL,
+        "bins": INT, "minlength": INT, "weights": DATA, "scale_factor": OPT_NUMBER,
+        # F.softmax / log_softmax / softmin pass their warning depth on through __torch_function__
+        "_stacklevel": INT,
+        # the losses pass their deprecated reduction flags on too (None unless given)
+        "size_average": Accepts("None or a bool", lambda v: v is None or type(v) is bool),
     },
 }
 

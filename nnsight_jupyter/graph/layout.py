@@ -15,14 +15,20 @@ Event = tuple[str, int, str]
 
 
 class Leaf:
-    """A tensor's batch dim and sequence dims, or a non-tensor value; `alone`: why a merged job can't see it."""
+    """A tensor's batch dim and sequence dims, or a non-tensor value; `alone`: why a merged job can't see it.
+    `shape` / `dtype`: a tensor's shape in the recording pass (its batch and sequence dims vary, the
+    others are the architecture's) and its dtype name, when recorded (None: not a tensor, or unknown);
+    the tracer uses them for `len()` and shape unpacking (`tracing.shapes`)."""
 
-    __slots__ = ("batch", "seq", "alone")
+    __slots__ = ("batch", "seq", "alone", "shape", "dtype")
 
-    def __init__(self, batch: int | None = None, seq: tuple[int, ...] = (), alone: str | None = None):
+    def __init__(self, batch: int | None = None, seq: tuple[int, ...] = (), alone: str | None = None,
+                 shape: tuple[int, ...] | None = None, dtype: str | None = None):
         self.batch = batch
         self.seq = seq
         self.alone = alone
+        self.shape = shape
+        self.dtype = dtype
 
     def __repr__(self) -> str:
         return f"Leaf(batch={self.batch}, seq={self.seq}, alone={self.alone!r})"
@@ -49,13 +55,15 @@ class Items:
 Layout = Leaf | Items
 
 
-# A leaf is ["leaf", batch, [seq dims], reason index or None]; reasons are listed once in `reasons`.
+# A leaf is ["leaf", batch, [seq dims], reason index or None] (+ [shape], dtype name when recorded);
+# reasons are listed once in `reasons`.
 
 
 def layout_to_json(layout: Layout, reasons: dict[str, int]) -> list:
     if type(layout) is Leaf:
         reason = None if layout.alone is None else reasons.setdefault(layout.alone, len(reasons))
-        return ["leaf", layout.batch, list(layout.seq), reason]
+        data = ["leaf", layout.batch, list(layout.seq), reason]
+        return data if layout.shape is None else [*data, list(layout.shape), layout.dtype]
     if isinstance(layout.children, dict):
         return ["map", {str(k): layout_to_json(v, reasons) for k, v in layout.children.items()}]
     return ["seq", [layout_to_json(v, reasons) for v in layout.children]]
@@ -64,8 +72,10 @@ def layout_to_json(layout: Layout, reasons: dict[str, int]) -> list:
 def layout_from_json(data: list, reasons: list[str]) -> Layout:
     tag = data[0]
     if tag == "leaf":
+        shape = tuple(int(d) for d in data[4]) if len(data) > 5 and isinstance(data[4], list) else None
+        dtype = str(data[5]) if shape is not None and isinstance(data[5], str) else None
         return Leaf(None if data[1] is None else int(data[1]), tuple(int(d) for d in data[2]),
-                    None if data[3] is None else str(reasons[int(data[3])]))
+                    None if data[3] is None else str(reasons[int(data[3])]), shape, dtype)
     if tag == "map":
         return Items({str(k): layout_from_json(v, reasons) for k, v in data[1].items()})
     return Items([layout_from_json(v, reasons) for v in data[1]])

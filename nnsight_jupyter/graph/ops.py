@@ -40,6 +40,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import OpNotAllowedError
+from . import sampling
 from .nodes import Ref
 
 
@@ -137,7 +138,9 @@ class Op:
     * `weight`: its result is a model parameter or buffer (read-only: writes into it, or into a
       view of it, are refused); `borrows`: its result is not an allocation of the job (the model's
       own value, a view of it, or nothing), so memory limits do not charge it;
-    * `saves`: its value comes back with the result, under the node's id.
+    * `saves`: its value comes back with the result, under the node's id;
+    * `sample`: it draws random numbers; the executor calls ``sample(generator, *args, **kwargs)``
+      with the job's own `torch.Generator` (`graph.sampling`), never the process-wide one.
     """
 
     name: str
@@ -156,6 +159,7 @@ class Op:
     weight: bool = False
     borrows: bool = False
     saves: bool = False
+    sample: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if self.anchor not in ANCHORS or self.part not in PARTS or any(c.what not in NAMES for c in self.checks):
@@ -254,13 +258,45 @@ TORCH_FUNCTIONS = (
     "triu", "tril", "roll", "flip", "diagonal", "trace", "kron", "nan_to_num", "isnan", "isinf",
     "logical_and", "logical_or", "logical_not", "all", "any", "count_nonzero", "searchsorted",
     "bucketize", "cdist", "erf", "neg", "reciprocal", "sin", "cos", "atan2",
+    # added from nnsight's docs and tests and TransformerLens-style analysis code
+    "logspace", "scatter", "scatter_add", "scatter_reduce", "index_add", "index_copy", "index_fill",
+    "take_along_dim", "masked_select", "masked_scatter", "argwhere", "nonzero", "unique", "unique_consecutive",
+    "cumprod", "cummax", "cummin", "logcumsumexp", "log1p", "expm1", "log2", "log10", "exp2", "sinh", "cosh",
+    "tan", "asin", "acos", "atan", "asinh", "acosh", "atanh", "logit", "erfinv", "erfc", "lgamma",
+    "digamma", "baddbmm", "addmm", "addbmm", "addmv", "inner", "cross", "select", "narrow",
+    "movedim", "moveaxis", "swapaxes", "swapdims", "t", "repeat_interleave", "tile", "broadcast_to",
+    "broadcast_tensors", "unbind", "tensor_split", "dstack", "column_stack", "ravel", "take", "histc",
+    "bincount", "quantile", "nanquantile", "median", "nanmedian", "kthvalue", "nanmean", "nansum", "var_mean",
+    "std_mean", "allclose", "equal", "lerp", "addcmul", "addcdiv", "fmod", "remainder", "trunc", "frac",
+    "clamp_min", "clamp_max", "logaddexp", "sgn", "signbit", "isfinite", "isposinf", "isneginf", "isreal",
+    "numel", "diag", "diag_embed", "block_diag", "corrcoef", "cov", "dist", "as_tensor", "atleast_1d",
+    "atleast_2d", "atleast_3d", "meshgrid", "cartesian_prod", "combinations", "rot90", "fliplr", "flipud",
+    "true_divide", "floor_divide", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not",
+    "gt", "ge", "lt", "le", "eq", "ne", "greater", "less", "vander", "trapezoid", "hypot", "float_power",
+    "xlogy", "mv", "pinverse", "det", "logdet", "slogdet", "matrix_power", "renorm", "mode",
+    "result_type", "promote_types", "can_cast", "is_tensor", "is_floating_point", "is_complex",
+)
+#: torch functions that draw random numbers (from the job's generator: `Op.sample`).
+RANDOM_FUNCTIONS = (
+    "randn", "rand", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
+    "rand_like", "randn_like", "randint_like",
 )
 FUNCTIONAL = (
     "softmax", "log_softmax", "gelu", "relu", "silu", "sigmoid", "tanh", "layer_norm", "rms_norm",
     "normalize", "cross_entropy", "kl_div", "mse_loss", "nll_loss", "one_hot", "cosine_similarity",
-    "pad", "linear", "embedding", "dropout", "softplus", "logsigmoid",
+    "pad", "linear", "embedding", "softplus", "logsigmoid",
+    "softmin", "glu", "elu", "selu", "celu", "leaky_relu", "hardtanh", "relu6", "mish", "hardswish",
+    "hardsigmoid", "hardshrink", "softshrink", "tanhshrink", "softsign", "threshold", "prelu", "group_norm",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "l1_loss", "smooth_l1_loss", "huber_loss",
+    "poisson_nll_loss", "gaussian_nll_loss", "margin_ranking_loss", "cosine_embedding_loss",
+    "pairwise_distance", "pdist", "bilinear", "unfold", "fold", "interpolate", "avg_pool1d", "max_pool1d",
+    "adaptive_avg_pool1d", "conv1d", "conv2d",
 )
-LINALG = ("norm", "vector_norm", "matrix_norm", "svd", "svdvals", "qr", "eigh", "pinv", "lstsq")
+#: nn.functional ops that draw random numbers (seeded versions in `graph.sampling`).
+RANDOM_FUNCTIONAL = tuple(sampling.FUNCTIONAL)
+LINALG = ("norm", "vector_norm", "matrix_norm", "svd", "svdvals", "qr", "eigh", "pinv", "lstsq",
+          "det", "slogdet", "inv", "matrix_rank", "eigvalsh", "eigvals", "eig", "cross", "vecdot", "matmul",
+          "solve", "cholesky", "matrix_power", "multi_dot", "diagonal", "matrix_exp", "cond", "vander")
 
 # ----------------------------------------------------------------------------- Tensor methods
 TENSOR_METHODS = (
@@ -276,18 +312,41 @@ TENSOR_METHODS = (
     "new_ones", "new_full", "new_tensor", "logsumexp", "square", "sign", "round", "floor", "ceil",
     "roll", "flip", "diagonal", "count_nonzero", "dot", "outer", "cos", "sin", "reciprocal",
     "nan_to_num", "triu", "tril", "maximum", "minimum", "allclose", "equal", "square",
+    # added from nnsight's docs and tests and TransformerLens-style analysis code
+    "scatter", "scatter_add", "scatter_reduce", "index_add", "index_copy", "index_fill", "take_along_dim",
+    "masked_select", "masked_scatter", "argwhere", "unique", "unique_consecutive", "cumprod", "cummax",
+    "cummin", "logcumsumexp", "log1p", "expm1", "log2", "log10", "exp2", "sinh", "cosh", "tan", "asin",
+    "acos", "atan", "erf", "erfinv", "logit", "select", "movedim", "moveaxis", "swapaxes", "swapdims",
+    "repeat_interleave", "tile", "broadcast_to", "unbind", "tensor_split", "ravel", "take", "histc",
+    "bincount", "quantile", "nanquantile", "median", "nanmedian", "kthvalue", "mode", "nanmean", "nansum",
+    "lerp", "addcmul", "addcdiv", "fmod", "remainder", "trunc", "frac", "clamp_min", "clamp_max",
+    "logaddexp", "sgn", "signbit", "isfinite", "diag", "diag_embed", "dist", "atan2", "hypot", "mm", "bmm",
+    "mv", "baddbmm", "addmm", "cross", "inner",
+    "true_divide", "floor_divide", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "greater",
+    "less", "element_size", "is_floating_point", "is_complex", "is_contiguous", "stride", "ndimension",
+    "nelement", "type", "sum_to_size", "float_power", "xlogy", "renorm", "det", "logdet", "slogdet",
+    "inverse", "pinverse", "matrix_power",
 )
+#: Tensor methods that draw random numbers (from the job's generator: `Op.sample`).
+RANDOM_METHODS = ("bernoulli", "multinomial")
+RANDOM_INPLACE_METHODS = ("normal_", "uniform_", "bernoulli_", "random_", "exponential_", "log_normal_",
+                          "cauchy_", "geometric_")
 INPLACE_TENSOR_METHODS = (
     "zero_", "fill_", "add_", "sub_", "mul_", "div_", "copy_", "clamp_", "masked_fill_",
     "index_fill_", "scatter_", "index_copy_", "index_add_", "neg_", "pow_", "abs_", "exp_",
+    "scatter_add_", "clamp_min_", "clamp_max_", "sqrt_", "log_", "sigmoid_", "tanh_", "relu_", "nan_to_num_",
+    "lerp_",
 )
 
+#: nn.functional ops with an `inplace` switch: the position of that parameter (they write their input).
+_INPLACE_AT = {"relu": 1, "silu": 1, "dropout": 3, "dropout1d": 3, "dropout2d": 3, "dropout3d": 3, "elu": 2,
+               "selu": 1, "celu": 2, "leaky_relu": 2, "hardtanh": 3, "relu6": 1, "mish": 1, "hardswish": 1,
+               "hardsigmoid": 1, "threshold": 3}
 # torch functions that can write one of their arguments, and when (checked against the
 # signatures and aten schemas of every op by tests/graph/test_allowlist_writes.py).
 TORCH_WRITES: dict[str, Writes] = {
-    "torch.nn.functional.relu": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.silu": Writes(_FIRST, Switch(Param(1, "inplace"))),
-    "torch.nn.functional.dropout": Writes(_FIRST, Switch(Param(3, "inplace"))),
+    **{f"torch.nn.functional.{name}": Writes(_FIRST, Switch(Param(index, "inplace")))
+       for name, index in _INPLACE_AT.items()},
     # max_norm renormalises the rows of `weight` that the input looks up, in place.
     "torch.nn.functional.embedding": Writes((Param(1, "weight"),), Switch(Param(3, "max_norm"), when_set=True)),
     "torch.norm": Writes((Param(4, "out"),)),                        # out is positional here
@@ -308,8 +367,17 @@ VIEW_OPS = frozenset({
     "torch.reshape", "torch.transpose", "torch.permute", "torch.squeeze", "torch.unsqueeze",
     "torch.flatten", "torch.unflatten", "torch.split", "torch.chunk", "torch.diagonal",
     "torch.nn.functional.dropout", "torch.einsum",
+    "Tensor.select", "Tensor.movedim", "Tensor.moveaxis", "Tensor.swapaxes", "Tensor.swapdims",
+    "Tensor.broadcast_to", "Tensor.unbind", "Tensor.tensor_split", "Tensor.ravel", "Tensor.type",
+    "Tensor.sum_to_size", "torch.select", "torch.narrow", "torch.movedim", "torch.moveaxis", "torch.swapaxes",
+    "torch.swapdims", "torch.t", "torch.broadcast_to", "torch.unbind", "torch.tensor_split", "torch.ravel",
+    "torch.as_tensor", "torch.atleast_1d", "torch.atleast_2d", "torch.atleast_3d", "torch.broadcast_tensors",
+    "torch.meshgrid", "torch.nn.functional.dropout1d", "torch.nn.functional.dropout2d",
+    "torch.nn.functional.dropout3d", "torch.linalg.diagonal",
 })
-_VIEW_OF = {"torch.einsum": (Param(1, rest=True),)}
+_VIEW_OF = {"torch.einsum": (Param(1, rest=True),), "torch.broadcast_tensors": (Param(0, rest=True),),
+            "torch.meshgrid": (Param(0, rest=True),), "torch.atleast_1d": (Param(0, rest=True),),
+            "torch.atleast_2d": (Param(0, rest=True),), "torch.atleast_3d": (Param(0, rest=True),)}
 
 
 def _build_table() -> dict[str, Op]:
@@ -341,6 +409,17 @@ def _build_table() -> dict[str, Op]:
             add("Tensor." + name, "method", getattr(torch.Tensor, name))
     for name in INPLACE_TENSOR_METHODS:
         add("Tensor." + name, "method", getattr(torch.Tensor, name), _WRITES_SELF)
+    # random ops: called with the job's generator (graph.sampling), never the process-wide one
+    for name in RANDOM_FUNCTIONS:
+        add("torch." + name, "torch", getattr(torch, name), sample=sampling.native(getattr(torch, name)))
+    for name in RANDOM_FUNCTIONAL:
+        full = "torch.nn.functional." + name
+        add(full, "torch", getattr(torch.nn.functional, name), TORCH_WRITES.get(full), sample=sampling.FUNCTIONAL[name])
+    for name in RANDOM_METHODS:
+        add("Tensor." + name, "method", getattr(torch.Tensor, name), sample=sampling.native(getattr(torch.Tensor, name)))
+    for name in RANDOM_INPLACE_METHODS:
+        add("Tensor." + name, "method", getattr(torch.Tensor, name), _WRITES_SELF,
+            sample=sampling.native(getattr(torch.Tensor, name)))
     return table
 
 
@@ -367,10 +446,76 @@ for _name in INPLACE_OPERATORS:
         _TORCH_CALLABLES.setdefault(_fn, _name)
 
 
+#: Ops that are refused on purpose, with why and what to write instead (named in the error).
+REFUSED: dict[str, str] = {
+    "torch.empty": "it returns uninitialised memory (on a shared host, bytes another job left there); "
+                   "use torch.zeros(...) instead",
+    "torch.empty_like": "it returns uninitialised memory; use torch.zeros_like(...) instead",
+    "torch.empty_strided": "it returns uninitialised memory; use torch.zeros(...) instead",
+    "torch.Tensor.new_empty": "it returns uninitialised memory; use .new_zeros(...) instead",
+    "torch.manual_seed": "it reseeds the random generator every job of the process shares; give the "
+                         "trace a seed instead: model.trace(..., seed=0)",
+    "torch.seed": "it reseeds the process-wide random generator; give the trace a seed instead: "
+                  "model.trace(..., seed=0)",
+    "torch.load": "it unpickles a file", "torch.save": "it writes a file",
+}
+#: Tensor methods that need the real value, which exists only when the model runs.
+NEEDS_VALUE = frozenset({"numpy", "__array__", "data_ptr", "storage", "untyped_storage", "register_hook",
+                         "pin_memory", "share_memory_", "apply_", "map_", "tolist_", "is_set_to"})
+
+_NAMESPACES = (("torch.nn.functional", torch.nn.functional), ("torch.linalg", torch.linalg),
+               ("torch.special", torch.special), ("torch.fft", torch.fft), ("torch", torch),
+               ("torch.Tensor", torch.Tensor))
+
+
+def public_name(fn: Any) -> str:
+    """The name a user wrote for a torch callable: ``torch.logspace``, ``torch.Tensor.numpy``,
+    ``torch.nn.functional.gelu`` (not ``torch._VariableFunctionsClass.logspace``)."""
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str):
+        for prefix, namespace in _NAMESPACES:
+            short = name.removeprefix(prefix.rsplit(".", 1)[-1] + "_")    # linalg_vector_norm -> vector_norm
+            for candidate in (name, short):
+                if getattr(namespace, candidate, None) is fn:
+                    return f"{prefix}.{candidate}"
+        owner = getattr(fn, "__objclass__", None) or getattr(fn, "__self__", None)
+        if owner is torch.Tensor or owner is torch._C.TensorBase:
+            return f"torch.Tensor.{name}"
+    qualified = getattr(fn, "__qualname__", None) or name or repr(fn)
+    return f"{getattr(fn, '__module__', None) or 'torch'}.{qualified}"
+
+
+def _refused(public: str) -> str:
+    """The message for an op that is not on the list, by its public name."""
+    why = REFUSED.get(public)
+    if why is not None:
+        return f"{public} is refused inside a trace (it is kept off the allow-list): {why}."
+    method = public[len("torch.Tensor."):] if public.startswith("torch.Tensor.") else None
+    if method in NEEDS_VALUE:
+        return (f"{public} cannot run inside a trace: it needs the real value, which exists only when the "
+                f"model runs. .save() the value and call .{method}() on it after the trace.")
+    return (f"{public} is not on the allow-list of operations that can run inside a trace "
+            f"({len(TORCH_FUNCTIONS) + len(FUNCTIONAL) + len(LINALG)} torch functions, {len(TENSOR_METHODS)} "
+            "Tensor methods: see nnsight_jupyter.graph.ops.OPS). Use an allowed equivalent, or compute it on "
+            "the saved value after the trace.")
+
+
+def refusal(name: str) -> str | None:
+    """Why op `name` (not on the list) is refused and what to write instead, for ops refused on
+    purpose and Tensor methods; None for any other name."""
+    public = "torch." + name if name.startswith("Tensor.") else name
+    if public in REFUSED or public.startswith("torch.Tensor."):
+        return _refused(public)
+    return None
+
+
 def get_op(name: str) -> Op:
     """The allow-listed op called `name`, or OpNotAllowedError naming it."""
     op = OPS.get(name)
     if op is None:
+        why = refusal(name)
+        if why is not None:
+            raise OpNotAllowedError(why)
         raise OpNotAllowedError(
             f"operation {name!r} is not on the allow-list. Allowed: Python operators, "
             f"{len(TORCH_FUNCTIONS)} torch functions, {len(TENSOR_METHODS)} Tensor methods and module "
@@ -384,14 +529,13 @@ def op_name_for_torch_callable(fn: Any) -> str:
     """The op name for a torch callable met through __torch_function__ ("r:" prefix: swapped args)."""
     name = _TORCH_CALLABLES.get(fn)
     if name is None:
-        qualified = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
-        module = getattr(fn, "__module__", None) or "torch"
-        raise OpNotAllowedError(
-            f"{module}.{qualified} is not on the allow-list of operations that can run inside a "
-            "trace. Use an allowed equivalent (see nnsight_jupyter.graph.ops.OPS) or compute it "
-            "on the saved value after the trace."
-        )
+        raise OpNotAllowedError(_refused(public_name(fn)))
     return name
+
+
+def refuse_method(name: str) -> OpNotAllowedError:
+    """The error for `proxy.<name>(...)` where `name` is a Tensor method not on the list."""
+    return OpNotAllowedError(_refused(f"torch.Tensor.{name}"))
 
 
 def is_method(name: str) -> bool:

@@ -30,7 +30,7 @@ import torch
 from ..errors import GraphError, KeywordNotAllowedError, OpNotAllowedError, WeightWriteError
 from .keywords import SECTION_OF_KIND, check_keywords
 from .nodes import GRAPH_VERSION, Graph, Node, Ref
-from .ops import NAMES, OPS, VIEW_OPS
+from .ops import NAMES, OPS, VIEW_OPS, refusal
 
 __all__ = ["validate", "is_validated", "seal", "check_run_options", "check_invoke_inputs", "NodeChecker", "check_node",
            "check_module_path", "node_error", "MAX_NODES", "MAX_DEPTH", "VIEW_OPS"]
@@ -59,8 +59,9 @@ def _op_flags(node: Any) -> int:
     name = node.op
     op = OPS.get(name) if type(name) is str else None
     if op is None:
-        raise node_error(node, f"operation {name!r:.120} is not on the allow-list (see "
-                          "nnsight_jupyter.graph.ops.OPS); it cannot run inside a trace", OpNotAllowedError)
+        why = refusal(name[:120]) if type(name) is str else None
+        raise node_error(node, why or f"operation {name!r:.120} is not on the allow-list (see "
+                         "nnsight_jupyter.graph.ops.OPS); it cannot run inside a trace", OpNotAllowedError)
     writes = op.writes is not None and bool(op.writes.params)
     flags = ((_WRITES if writes else 0)
              | (_VIEW if op.view_of or writes else 0)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from ..errors import TracingError
 from ..graph.nodes import Graph, Invoke, Node, Run
 from ..graph.ops import OPS, get_op
@@ -44,6 +46,7 @@ class GraphBuilder:
         self.per_step: dict[int, list] = {}      # save id -> its values, one per step (repeated blocks)
         self.closed = False
         self.result: Result | None = None
+        self.failure: BaseException | None = None     # why the request failed (its proxies say so)
         self._tracers: list["Tracer"] = []
         self._checker = NodeChecker()
 
@@ -72,6 +75,11 @@ class GraphBuilder:
         run.invokes.append(invoke)
         return invoke.id
 
+    def fail(self, error: BaseException | None) -> None:
+        """The request will not run: `error` was raised inside its outermost context."""
+        self.closed = True
+        self.failure = error
+
     def require_backward(self, what: str) -> None:
         if self.tracer().backward is None:
             raise TracingError(f"{what} is only available inside `with loss.backward():`")
@@ -81,9 +89,12 @@ class GraphBuilder:
     def add(self, op: str, args: tuple = (), kwargs: dict | None = None, *, module: str | None = None,
             length: int | None = None) -> Proxy:
         """Append a node for `op` (checked against the allow-list) and return its proxy."""
-        if op not in OPS:
+        declared = OPS.get(op)
+        if declared is None:
             get_op(op)                                   # raises OpNotAllowedError, naming the op
         tracer = self._tracers[-1] if self._tracers else self.tracer()
+        if declared.sample is not None:
+            self._seed(tracer.run_id)
         nodes = self.graph.nodes
         node = _new_node(Node)               # the slots filled directly: this runs for every traced op
         node.id = len(nodes)
@@ -103,6 +114,14 @@ class GraphBuilder:
         nodes.append(node)
         return Proxy(self, node.id, length)
 
+    def _seed(self, run_id: int) -> None:
+        """A run with random ops and no `seed=` gets one drawn from this process's torch generator,
+        so `torch.manual_seed(...)` before a trace makes it reproducible, locally and on a host
+        (which draws from the job's own generator, seeded with it: `graph.sampling`)."""
+        options = self.graph.runs[run_id].options
+        if "seed" not in options:
+            options["seed"] = int(torch.randint(0, 2**62, ()).item())
+
     # ------------------------------------------------------------------ running
 
     def run(self, runner: Runner, observer: Observer | None = None) -> Result:
@@ -112,7 +131,11 @@ class GraphBuilder:
             return Result()
         containers.collect(self)
         seal(self.graph)                               # every node was checked as it was made
-        self.result = runner.run(self.graph, observer)
+        try:
+            self.result = runner.run(self.graph, observer)
+        except BaseException as error:
+            self.failure = error
+            raise
         nodes = self.graph.nodes
         for proxy in self.saved:
             save_id = proxy._save_id

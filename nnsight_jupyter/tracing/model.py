@@ -36,9 +36,11 @@ class NNsight(Envoy):
     def _make_target(self, module: torch.nn.Module) -> ModuleTarget:
         return ModuleTarget(module)
 
-    def trace(self, *args: Any, remote: bool | None = None, **kwargs: Any) -> Tracer:
-        """A forward pass; `args`/`kwargs` (if any) are the first invoke's input."""
-        return Tracer(self, "trace", args, kwargs, {}, self._chosen_runner(remote))
+    def trace(self, *args: Any, remote: bool | None = None, seed: int | None = None, **kwargs: Any) -> Tracer:
+        """A forward pass; `args`/`kwargs` (if any) are the first invoke's input. `seed` seeds the
+        generator the trace's random ops (torch.randn, dropout ...) draw from."""
+        options = {} if seed is None else {"seed": seed}
+        return Tracer(self, "trace", args, kwargs, options, self._chosen_runner(remote))
 
     def session(self, remote: bool | None = None) -> Session:
         """Several traces run as one request; values flow between them without .save()."""

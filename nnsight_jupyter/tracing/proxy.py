@@ -15,7 +15,8 @@ import torch
 
 from ..errors import ControlFlowError, OpNotAllowedError, TracingError, ValueNotReadyError
 from ..graph.nodes import Ref
-from ..graph.ops import OPS, is_method, op_name_for_torch_callable
+from ..graph.ops import OPS, is_method, op_name_for_torch_callable, refuse_method
+from . import shapes
 
 if TYPE_CHECKING:
     from .builder import GraphBuilder
@@ -57,6 +58,12 @@ class Proxy:
             raise ValueNotReadyError(
                 f"node %{self._id} ({self._op()}) was not saved, so it has no value after the trace: "
                 "call .save() on it inside the trace")
+        failure = self._builder.failure
+        if failure is not None:
+            first = str(failure).splitlines()[0] if str(failure) else ""
+            raise ValueNotReadyError(
+                f"the trace this value belongs to failed ({type(failure).__name__}: {first[:300]}), so it was "
+                "never computed", fix="Fix that error and run the trace again.")
         raise ValueNotReadyError("the trace has not run yet: .value is set when the outermost `with` block exits")
 
     def _set(self, state: int, value: Any) -> None:
@@ -92,10 +99,14 @@ class Proxy:
             op = "Tensor." + name
 
             def method(*args: Any, **kwargs: Any) -> Proxy:
-                return builder.add(op, (self, *args), kwargs)
+                result = builder.add(op, (self, *args), kwargs)
+                if op in shapes.SIZE_QUERIES and (args or op != "Tensor.size"):
+                    return shapes.known_int(result)      # x.size(-1), x.dim(): ints where known
+                return result
 
             return method
-        return builder.add("getattr", (self, name))
+        result = builder.add("getattr", (self, name))
+        return shapes.known_int(result) if name == "ndim" else result
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "grad":
@@ -139,18 +150,14 @@ class Proxy:
             return len(self._value)
         if self._length is not None:
             return self._length
-        raise TracingError(
-            "len() of a traced value is not known while tracing; use .shape[0] or .size(0) (a traced "
-            "value), or .save() it and call len() after the trace")
+        return shapes.length(self)            # known from the recorded shapes, or a TracingError saying why not
 
     def __iter__(self):
         if self._state == READY:
             return iter(self._value)
-        if self._length is None:
-            raise TracingError(
-                "cannot iterate over a traced value whose length is not known while tracing; index it "
-                "(x[0], x[1]) or use a Python range over a known size")
-        return iter([self[i] for i in range(self._length)])
+        if self._length is not None:
+            return iter([self[i] for i in range(self._length)])
+        return iter(shapes.items(self))
 
     def __contains__(self, item: Any) -> bool:
         if self._state == READY:
@@ -160,7 +167,12 @@ class Proxy:
     def __index__(self) -> int:
         if self._state == READY:
             return self._value.__index__()
-        raise ControlFlowError("a traced value cannot be used as a Python number while tracing; .save() it first")
+        raise ControlFlowError(
+            f"a traced value (node %{self._id}, {self._op()}) cannot be used as a Python number (an index, a "
+            "slice bound or size of a real tensor, range(), int(), .item()) while tracing: it exists only when "
+            "the model runs (a size that varies per invoke stays a traced value)",
+            fix="Use it in traced ops instead (h[:, :n] or h.view(n, -1) where h is traced), or .save() it and "
+                "use .value after the trace.")
 
     def __int__(self) -> int:
         return int(self._value) if self._state == READY else self.__index__()
@@ -176,6 +188,14 @@ class Proxy:
         raise ControlFlowError("a traced value has no numpy array while tracing; .save() it first")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        node = self._builder.graph.nodes[self._id]
+        if node.op == "getattr" and len(node.args) > 1 and isinstance(node.args[1], str):
+            if callable(getattr(torch.Tensor, node.args[1], None)):
+                raise refuse_method(node.args[1])     # `h.numpy()`: named, with why and what to do
+            raise OpNotAllowedError(
+                f".{node.args[1]}(...) cannot run inside a trace: it is not a Tensor method on the allow-list "
+                "(nnsight_jupyter.graph.ops.TENSOR_METHODS)",
+                fix=f".save() the value and call .{node.args[1]}(...) on it after the trace.")
         raise TracingError("a traced value cannot be called; to call a module, call its envoy (model.lm_head(x))")
 
     def __repr__(self) -> str:
@@ -192,7 +212,10 @@ class Proxy:
             ".save() it and write its .value after the trace")
 
     def __getitem__(self, key: Any) -> "Proxy":
-        return self._node("getitem", self, key)
+        item = self._node("getitem", self, key)
+        if type(key) is int and type(item) is Proxy and shapes.is_shape(self):
+            return shapes.known_int(item)        # a size the model fixes is an int while tracing
+        return item
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self._state == READY and self._builder.closed:

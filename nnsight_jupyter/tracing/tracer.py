@@ -109,7 +109,8 @@ class Tracer(_Context):
         self._pop()
         self.builder.close_run(self)
         if exc_type is not None:
-            self.builder.closed = self._owner or self.builder.closed
+            if self._owner:
+                self.builder.fail(exc)
             context.attach_line(exc, tb)
             return False
         try:
@@ -182,6 +183,11 @@ class Invoker:
 
     def __enter__(self) -> "Invoker":
         t = self.tracer
+        if t._invokes:
+            raise TracingError(
+                "an invoke cannot be opened inside another invoke: each invoke is its own rows of the batch",
+                fix="Close the first `with tracer.invoke(...):` block before opening the next, at the same "
+                    "indentation; a value read in one invoke can be used in a later one.")
         all_rows = not self.args and not self.kwargs
         self.id = t.builder.add_invoke(t.run_id, self.args, self.kwargs, all_rows)
         self._saved = (t.step, t.call, t.repeat)
@@ -320,7 +326,7 @@ class Session(_Context):
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._pop()
         if exc_type is not None:
-            self.builder.closed = True
+            self.builder.fail(exc)
             context.attach_line(exc, tb)
             return False
         try:

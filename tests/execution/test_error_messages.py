@@ -90,14 +90,16 @@ def test_whole_slice_write_of_the_wrong_shape_inside_a_trace(llama):
 def test_in_place_write_past_the_end_names_the_shape_to_index_within(llama):
     def body(m):
         m.model.layers[0].output[:, 10] = 0
-    error = _raised(ExecutionError, llama, body)
+    error = _raised(nj.TracedIndexError, llama, body)          # an ExecutionError that is an IndexError
+    assert isinstance(error, ExecutionError) and isinstance(error, IndexError)
     _named(error, "model.layers.0", "IndexError", "Index within the value's shape (1, 6, 64)")
 
 
 def test_failing_op_names_module_shapes_and_fix(llama):
     def body(m):
         (m.model.layers[2].output @ torch.zeros(5, 5)).save()
-    error = _raised(ExecutionError, llama, body)
+    error = _raised(ShapeMismatchError, llama, body)           # an ExecutionError that is a RuntimeError
+    assert isinstance(error, ExecutionError) and isinstance(error, RuntimeError)
     _named(error, "model.layers.2", "matmul failed", "(1, 6, 64)", "(5, 5)", "fit each other")
 
 

@@ -62,6 +62,25 @@ CALLS = {
     "torch.nn.functional.embedding": lambda t, x: [((IDS, t), {"max_norm": 1.0}), ((IDS, t, None, 1.0), {}),
                                                    ((IDS,), {"weight": t, "max_norm": 1.0})],
     "torch.norm": lambda t, x: [((x, 2, -1, False, t), {})],
+    # in-place ops added with the allow-list audit (issue 8), random ones included
+    **{name: (lambda t, x: [((t,), {})]) for name in (
+        "Tensor.sqrt_", "Tensor.log_", "Tensor.sigmoid_", "Tensor.tanh_", "Tensor.relu_", "Tensor.nan_to_num_",
+        "Tensor.normal_", "Tensor.uniform_", "Tensor.random_", "Tensor.exponential_", "Tensor.log_normal_",
+        "Tensor.cauchy_")},
+    **{name: (lambda t, x: [((t, 0.5), {})]) for name in (
+        "Tensor.clamp_min_", "Tensor.clamp_max_", "Tensor.bernoulli_", "Tensor.geometric_")},
+    "Tensor.scatter_add_": lambda t, x: [((t, 0, IDX.reshape(1, 1), x), {})],
+    "Tensor.lerp_": lambda t, x: [((t, x, 0.5), {})],
+    **{f"torch.nn.functional.{name}": (lambda t, x: [((t,), {"inplace": True}), ((t, True), {})]) for name in (
+        "selu", "relu6", "mish", "hardswish", "hardsigmoid")},
+    "torch.nn.functional.elu": lambda t, x: [((t,), {"inplace": True}), ((t, 1.0, True), {})],
+    "torch.nn.functional.celu": lambda t, x: [((t,), {"inplace": True}), ((t, 1.0, True), {})],
+    "torch.nn.functional.leaky_relu": lambda t, x: [((t,), {"inplace": True}), ((t, 0.01, True), {})],
+    "torch.nn.functional.hardtanh": lambda t, x: [((t,), {"inplace": True}), ((t, -1.0, 1.0, True), {})],
+    "torch.nn.functional.threshold": lambda t, x: [((t, 0.0, 0.0), {"inplace": True}), ((t, 0.0, 0.0, True), {})],
+    **{f"torch.nn.functional.{name}": (lambda t, x: [((t,), {"p": 0.5, "training": True, "inplace": True}),
+                                                     ((t, 0.5, True, True), {})])
+       for name in ("dropout1d", "dropout2d", "dropout3d")},
     "torch.nn.functional.normalize": lambda t, x: [((x, 2.0, -1, 1e-12, t), {})],
 }
 WRITING = sorted(name for name, op in OPS.items() if op.writes is not None and op.writes.params)

@@ -145,7 +145,7 @@ CRAFTED = [
     (dict(kind="generate", options={"generation_config": {"max_new_tokens": 2}}), "'generation_config'"),
     (dict(kind="generate", options={"max_new_tokens": Ref(0)}), "must be a literal int, not a value computed"),
     (dict(kind="generate", options={"max_new_tokens": "4"}), "must be a literal int, not str"),
-    (dict(options={"max_new_tokens": 2}), "option of trace(), run 0) is not allowed; it takes no keyword"),
+    (dict(options={"max_new_tokens": 2}), "option of trace(), run 0) is not allowed; allowed: seed"),
     (dict(invoke_kwargs={"custom_generate": "/tmp/repo"}), "'custom_generate' (keyword input of invoke 0"),
     (dict(kind="generate", options={"max_new_tokens": 2}, invoke_kwargs={"streamer": "x"}), "'streamer'"),
     (dict(nodes=[Node(1, "module.call", ("lm_head", Ref(0)), {"trust_remote_code": True})]),
