@@ -1,0 +1,1 @@
+"""The notebook front end: magics (`%%trace`, `%nnsight`), widgets (`notebook.widgets`), inline renderers."""
