@@ -42,6 +42,11 @@ def token(field: widgets.Text) -> str | int:
     return text
 
 
+def optional_token(field: widgets.Text) -> str | int | None:
+    """A token field that may be left empty (None)."""
+    return token(field) if field.value.strip() else None
+
+
 def whole_number(field: widgets.Text) -> int:
     """A position field: a whole number (negative counts from the end)."""
     text = required(field).strip()
