@@ -56,7 +56,7 @@ def choose_plan(plan: str | None, site: Site) -> str:
 
 @dataclass
 class SweepOutcome:
-    scores: torch.Tensor        # [n_layers, n_units]
+    scores: torch.Tensor        # [swept layers, n_units]
     clean: float
     corrupt: float
 
@@ -87,9 +87,10 @@ class Sweep:
     progress: Callable[[int, int], None] | None = None
     progress_offset: int = 0
     progress_total: int = 0
+    layers: tuple[int, ...] | None = None      # the layers to sweep (None: all)
 
     def __post_init__(self) -> None:
-        self.n_layers = self.layout.n_layers
+        self.layer_ids = list(self.layers) if self.layers is not None else list(range(self.layout.n_layers))
         self.masks = self.site.masks(self.pair.length)
         self.n_units = int(self.masks.shape[0])
         self.clean_ids = self.pair.clean[None]
@@ -137,9 +138,9 @@ class Sweep:
         return clean, corrupt
 
     def _clean_cache(self, start: int = 0) -> tuple[list, Any]:
-        """One clean pass: every layer's site value (positions start..) and the clean score."""
+        """One clean pass: the site value of every swept layer (positions start..) and the clean score."""
         with self.model.trace(self.clean_ids):
-            values = [self.site.read(layer)[:, start:] for layer in range(self.n_layers)]
+            values = {layer: self.site.read(layer)[:, start:] for layer in self.layer_ids}
             score = self._score(self._last_logits()).save()
         return values, score
 
@@ -175,7 +176,7 @@ class Sweep:
         else:
             clean_logits, corrupt_logits = self._baselines_traces(trace)
         runs = []
-        for layer in range(self.n_layers):
+        for done, layer in enumerate(self.layer_ids, 1):
             if cached:
                 clean = clean_values[layer]
             else:
@@ -192,10 +193,10 @@ class Sweep:
                     out = self._score(self._last_logits()) if scalars else self.layout.lm_head.output
                     row.append(out.save())
                     if unit == self.n_units - 1:
-                        self._tick(tracer, layer + 1)
+                        self._tick(tracer, done)
             runs.append(row)
             if not deferred and self.progress is not None:
-                self.progress(self.progress_offset + layer + 1, self.progress_total)
+                self.progress(self.progress_offset + done, self.progress_total)
 
         def outcome() -> SweepOutcome:
             if scalars:
@@ -213,14 +214,14 @@ class Sweep:
             with self.model.trace(self.corrupt_ids):
                 corrupt_score = self._score(self._last_logits()).save()
             rows = []
-            for layer in range(self.n_layers):
+            for done, layer in enumerate(self.layer_ids, 1):
                 with self.model.trace() as tracer:
                     row = []
                     for unit in range(self.n_units):
                         with tracer.invoke(self.corrupt_ids):
                             self._patch(layer, clean_values[layer], self.masks[unit:unit + 1])
                             row.append(self._score(self._last_logits()).save())
-                    self._tick(tracer, layer + 1)
+                    self._tick(tracer, done)
                 rows.append(row)
         scores = torch.tensor([[float(v.value.reshape(-1)[0]) for v in row] for row in rows])
         return SweepOutcome(scores, float(clean_score.value), float(corrupt_score.value))
@@ -243,17 +244,17 @@ class Sweep:
                 with self.model.trace(self.corrupt_ids[:, :start]):
                     kwargs["past_key_values"] = self.model.output.past_key_values
             with self.model.trace(ids, **kwargs):
-                corrupt_outputs = [self.layout.layers[layer].output for layer in range(self.n_layers)]
+                corrupt_outputs = [self.layout.layers[layer].output for layer in range(max(self.layer_ids))]
                 corrupt_score = self._score(self._last_logits()).save()
             batch = ids.expand(n, -1)
             scores = []
-            for layer in range(self.n_layers):
+            for done, layer in enumerate(self.layer_ids, 1):
                 with self.model.trace(batch, **kwargs) as tracer:
                     for below in range(layer):
                         self.layout.layers[below].skip(corrupt_outputs[below].expand(n, -1, -1))
                     self._patch(layer, clean_values[layer], masks)
                     scores.append(self._score(self._last_logits()).save())
-                    self._tick(tracer, layer + 1)
+                    self._tick(tracer, done)
         return SweepOutcome(torch.stack([s.value.float() for s in scores]), float(clean_score.value),
                             float(corrupt_score.value))
 

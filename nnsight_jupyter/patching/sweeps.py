@@ -15,6 +15,7 @@ import torch
 
 from .architecture import layout
 from .cost import Meter
+from .errors import PatchingError
 from .metrics import normalise, resolve
 from .pairs import PairSet, normalize_positions
 from .pairs import pairs as make_pairs
@@ -31,8 +32,24 @@ def _as_pairs(model: Any, data: Any) -> PairSet:
     return make_pairs(model, data)
 
 
+def _layers(found: Any, layers: Sequence[int] | None) -> tuple[int, ...]:
+    n = found.n_layers
+    if layers is None:
+        return tuple(range(n))
+    chosen = tuple(sorted({int(x) % n if -n <= int(x) < n else _bad_layer(int(x), n) for x in layers}))
+    if not chosen:
+        raise PatchingError("no layers to sweep", fix="Give a list of layer indices, or None for all.")
+    return chosen
+
+
+def _bad_layer(layer: int, n: int) -> int:
+    raise PatchingError(f"layer {layer} is outside the model's {n} layers",
+                        fix=f"Use layers from 0 to {n - 1} (or -1 to -{n}).")
+
+
 def _run(model: Any, data: Any, make_site: Callable, title: str, *, metric: Any, plan: str | None,
-         progress: Callable[[int, int], None] | None, remote: bool | None) -> PatchingResult:
+         progress: Callable[[int, int], None] | None, remote: bool | None,
+         layers: Sequence[int] | None) -> PatchingResult:
     pair_set = _as_pairs(model, data)
     found = layout(model)
     name, fn, normalised = resolve(metric)
@@ -40,11 +57,12 @@ def _run(model: Any, data: Any, make_site: Callable, title: str, *, metric: Any,
     chosen = choose_plan(plan, sites[0])
     for site in sites[1:]:
         choose_plan(chosen, site)
+    swept = _layers(found, layers)
     meter = Meter()
-    total = len(pair_set) * found.n_layers
+    total = len(pair_set) * len(swept)
     per_pair, cleans, corrupts = [], [], []
     for i, (pair, site) in enumerate(zip(pair_set, sites)):
-        sweep = Sweep(model, found, site, pair, fn, meter, remote, progress, i * found.n_layers, total)
+        sweep = Sweep(model, found, site, pair, fn, meter, remote, progress, i * len(swept), total, swept)
         outcome = run_sweep(sweep, chosen)
         scores = outcome.scores.float()
         if normalised:
@@ -54,39 +72,39 @@ def _run(model: Any, data: Any, make_site: Callable, title: str, *, metric: Any,
         corrupts.append(outcome.corrupt)
     stacked = torch.stack(per_pair)
     units = sites[0].units()
-    labels = {"layer": [str(layer) for layer in range(found.n_layers)], sites[0].axis: units}
+    labels = {"layer": [str(layer) for layer in swept], sites[0].axis: units}
     return PatchingResult(stacked.mean(0), ("layer", sites[0].axis), labels, meter.cost(), chosen, name, title,
                           stacked, {"clean": cleans, "corrupt": corrupts})
 
 
 def head_patching(model: Any, pairs: Any, positions: Positions = -1, metric: Any = "logit_diff",
                   plan: str | None = None, progress: Callable[[int, int], None] | None = None,
-                  remote: bool | None = None) -> PatchingResult:
+                  remote: bool | None = None, layers: Sequence[int] | None = None) -> PatchingResult:
     """Patch each attention head of each layer (clean into corrupt) at `positions` (patched together);
     scores [layers, heads]."""
     def site(found, pair):
         found.heads_shape()
         return HeadSite(found, tuple(normalize_positions(positions, pair.length)))
 
-    return _run(model, pairs, site, "head patching", metric=metric, plan=plan, progress=progress, remote=remote)
+    return _run(model, pairs, site, "head patching", metric=metric, plan=plan, progress=progress, remote=remote, layers=layers)
 
 
 def residual_patching(model: Any, pairs: Any, positions: Positions = None, metric: Any = "logit_diff",
                       plan: str | None = None, progress: Callable[[int, int], None] | None = None,
-                      remote: bool | None = None) -> PatchingResult:
+                      remote: bool | None = None, layers: Sequence[int] | None = None) -> PatchingResult:
     """Patch the residual stream after each decoder layer at each position; scores [layers, positions]."""
     def site(found, pair):
         return ModuleSite(found, tuple(normalize_positions(positions, pair.length)))
 
     return _run(model, pairs, site, "residual patching", metric=metric, plan=plan, progress=progress,
-                remote=remote)
+                remote=remote, layers=layers)
 
 
 def mlp_patching(model: Any, pairs: Any, positions: Positions = None, metric: Any = "logit_diff",
                  plan: str | None = None, progress: Callable[[int, int], None] | None = None,
-                 remote: bool | None = None) -> PatchingResult:
+                 remote: bool | None = None, layers: Sequence[int] | None = None) -> PatchingResult:
     """Patch each layer's MLP output at each position; scores [layers, positions]."""
     def site(found, pair):
         return ModuleSite(found, tuple(normalize_positions(positions, pair.length)), part="mlp")
 
-    return _run(model, pairs, site, "MLP patching", metric=metric, plan=plan, progress=progress, remote=remote)
+    return _run(model, pairs, site, "MLP patching", metric=metric, plan=plan, progress=progress, remote=remote, layers=layers)

@@ -124,3 +124,11 @@ def test_progress_is_reported_per_layer(llama):
     seen = []
     P.head_patching(llama, [PAIR, PAIR], progress=lambda done, total: seen.append((done, total)))
     assert seen == [(i, 8) for i in range(1, 9)]
+
+
+def test_a_subset_of_layers_gives_those_rows_of_the_full_sweep(llama):
+    full = P.head_patching(llama, PAIR, plan="skip")
+    for plan in ("cached", "skip", "kv"):
+        part = P.head_patching(llama, PAIR, plan=plan, layers=[1, -1])
+        assert part.labels["layer"] == ["1", "3"]
+        torch.testing.assert_close(part.scores, full.scores[[1, 3]], atol=1e-5, rtol=0)
