@@ -26,8 +26,8 @@ def attribution_patching(model: Any, pairs: Any, positions: Positions = -1, metr
                          progress: Callable[[int, int], None] | None = None,
                          remote: bool | None = None) -> PatchingResult:
     """Approximate head patching scores [layers, heads] from gradients (two passes per pair)."""
-    pair_set = _as_pairs(model, pairs)
     found = layout(model)
+    pair_set = _as_pairs(model, pairs)
     n_heads, head_dim = found.heads_shape()
     name, fn, normalised = resolve(metric)
     meter = Meter()

@@ -36,7 +36,7 @@ def resolve(metric: str | Metric) -> tuple[str, Metric, bool]:
 def normalise(scores: Any, clean: float, corrupt: float) -> Any:
     """Fraction of the clean - corrupt metric difference recovered."""
     gap = clean - corrupt
-    if abs(gap) < 1e-12:
+    if abs(gap) < 1e-5 * max(1.0, abs(clean)):        # float noise between two runs of one prompt
         raise PatchingError(f"the clean and corrupt runs score the same ({clean:.4g}): nothing to recover",
                             fix="Use metric='logit_diff', or a pair whose corruption changes the answer.")
     return (scores - corrupt) / gap

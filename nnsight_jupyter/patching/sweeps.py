@@ -50,8 +50,8 @@ def _bad_layer(layer: int, n: int) -> int:
 def _run(model: Any, data: Any, make_site: Callable, title: str, *, metric: Any, plan: str | None,
          progress: Callable[[int, int], None] | None, remote: bool | None,
          layers: Sequence[int] | None) -> PatchingResult:
-    pair_set = _as_pairs(model, data)
     found = layout(model)
+    pair_set = _as_pairs(model, data)
     name, fn, normalised = resolve(metric)
     sites = [make_site(found, pair) for pair in pair_set]
     chosen = choose_plan(plan, sites[0])
