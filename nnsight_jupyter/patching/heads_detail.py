@@ -13,7 +13,7 @@ query and key projections at that layer (and, for rotary models, the rotary embe
 then softmax(q . k / sqrt(head_dim)) over the keys up to the query, as the model's attention does.
 Known layouts: Llama-family attention (q_proj / k_proj, grouped-query heads, rotary embedding at
 `model.rotary_emb`, no q/k norms) and GPT-2 (`attn.c_attn` holding q, k, v). Any other raises
-`HeadLayoutError` before the model runs.
+`ArchitectureError` before the model runs (layers, heads and positions are checked the same way).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from typing import Any
 
 import torch
 
-from ..errors import NNsightError
+from .architecture import layout
+from .errors import ArchitectureError, PatchingError
+from .pairs import normalize_positions
+from .pairs import pairs as make_pairs
 
-__all__ = ["HeadDetail", "HeadLayoutError", "patch_one_head"]
-
-
-class HeadLayoutError(NNsightError):
-    """The model's attention modules are not of a layout whose query / key heads are known."""
+__all__ = ["HeadDetail", "patch_one_head"]
 
 
 @dataclass
@@ -58,7 +57,7 @@ class HeadDetail:
 
 
 @dataclass
-class _Layout:
+class _Heads:
     """Where one layer's query and key heads are read, and how to turn them into scores."""
 
     attention: Any          # the attention envoy of the layer
@@ -68,47 +67,25 @@ class _Layout:
     kind: str               # "rotary" (Llama family) or "gpt2"
 
 
-def _attention_layout(model: Any, layer: int) -> _Layout:
-    config = getattr(model, "config", None)
-    n_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
-    layers, name = _layer_list(model)
-    if not 0 <= layer < len(layers):
-        raise NNsightError(f"layer {layer} is outside the model's {len(layers)} layers ({name}[0..{len(layers) - 1}])",
-                           fix=f"Pass a layer from 0 to {len(layers) - 1}.")
-    block = layers[layer]
-    module = block._module
-    for attr in ("self_attn", "attn"):
-        if attr in module._modules:
-            attention = getattr(block, attr)
-            break
-    else:
-        raise HeadLayoutError(f"{name}[{layer}] ({type(module).__name__}) has no self_attn / attn child",
-                              module=f"{name}.{layer}", fix=_LAYOUT_FIX)
+def _query_key_layout(model: Any, layer: int) -> _Heads:
+    found = layout(model)
+    if not 0 <= layer < found.n_layers:
+        raise PatchingError(f"layer {layer} is outside the model's {found.n_layers} layers ({found.layers_path})",
+                            fix=f"Pass a layer from 0 to {found.n_layers - 1}.")
+    n_heads, head_dim = found.heads_shape()
+    attention = found.attention(layer)
     parts = attention._module._modules
-    if n_heads and "q_proj" in parts and "k_proj" in parts and "q_norm" not in parts and "k_norm" not in parts:
-        head_dim = _features(parts["q_proj"]) // n_heads
-        if not hasattr(model, "model") or "rotary_emb" not in model.model._module._modules:
-            raise HeadLayoutError("the model has q_proj / k_proj attention but no rotary embedding at model.rotary_emb",
-                                  module=attention._path, fix=_LAYOUT_FIX)
-        return _Layout(attention, n_heads, _features(parts["k_proj"]) // head_dim, head_dim, "rotary")
-    if n_heads and "c_attn" in parts:
-        width = _features(parts["c_attn"]) // 3
-        return _Layout(attention, n_heads, n_heads, width // n_heads, "gpt2")
-    raise HeadLayoutError(f"{type(attention._module).__name__} at {attention._path} is not an attention layout whose "
-                          "query and key heads are known (Llama-family q_proj / k_proj with rotary embedding, "
-                          "or GPT-2 c_attn)", module=attention._path, fix=_LAYOUT_FIX)
-
-
-_LAYOUT_FIX = ("The head detail (attention pattern) supports Llama-family and GPT-2 attention; for other models "
-               "read the attention weights yourself in a trace.")
-
-
-def _layer_list(model: Any) -> tuple[Any, str]:
-    if hasattr(model, "model") and "layers" in model.model._module._modules:
-        return model.model.layers, "model.layers"
-    if hasattr(model, "transformer") and "h" in model.transformer._module._modules:
-        return model.transformer.h, "transformer.h"
-    raise HeadLayoutError("the model has neither model.layers (Llama family) nor transformer.h (GPT-2)", fix=_LAYOUT_FIX)
+    if "q_proj" in parts and "k_proj" in parts and "q_norm" not in parts and "k_norm" not in parts \
+            and found.layers_path == "model.layers" and "rotary_emb" in model.model._module._modules:
+        return _Heads(attention, n_heads, _features(parts["k_proj"]) // head_dim, head_dim, "rotary")
+    if "c_attn" in parts and _features(parts["c_attn"]) == 3 * n_heads * head_dim:
+        return _Heads(attention, n_heads, n_heads, head_dim, "gpt2")
+    raise ArchitectureError(
+        f"{type(attention._module).__name__} at {attention._path} is not an attention layout whose query and key "
+        "heads are known (Llama-family q_proj / k_proj without q/k norms and a rotary embedding at "
+        "model.rotary_emb, or GPT-2 c_attn)", module=attention._path,
+        fix="The head detail (attention pattern) supports Llama-family and GPT-2 attention; head_patching itself "
+            "works on this model, and a trace can read its attention weights.")
 
 
 def _features(linear: torch.nn.Module) -> int:
@@ -120,19 +97,19 @@ def _features(linear: torch.nn.Module) -> int:
 # ----------------------------------------------------------------------------- the trace
 
 
-def _read_query_keys(model: Any, layout: _Layout, head: int, position: int) -> tuple[Any, Any, Any]:
+def _read_query_keys(model: Any, heads: _Heads, head: int, position: int) -> tuple[Any, Any, Any]:
     """Inside an invoke: the head's query at `position` [1, head_dim], its keys 0..position [1, position+1,
     head_dim], and for rotary models (cos, sin) of those positions; all saved."""
-    d, kv = layout.head_dim, head // (layout.n_heads // layout.n_kv_heads)
-    attention = layout.attention
+    d, kv = heads.head_dim, head // (heads.n_heads // heads.n_kv_heads)
+    attention = heads.attention
     rotary = None
-    if layout.kind == "rotary":
+    if heads.kind == "rotary":
         cos_sin = model.model.rotary_emb.output
         rotary = (cos_sin[0][:, : position + 1].save(), cos_sin[1][:, : position + 1].save())
         query = attention.q_proj.output[:, position, head * d:(head + 1) * d].save()
         keys = attention.k_proj.output[:, : position + 1, kv * d:(kv + 1) * d].save()
     else:
-        width = layout.n_heads * d
+        width = heads.n_heads * d
         qkv = attention.c_attn.output
         query = qkv[:, position, head * d:(head + 1) * d].save()
         keys = qkv[:, : position + 1, width + head * d:width + (head + 1) * d].save()
@@ -163,29 +140,22 @@ def patch_one_head(model: Any, pairs: Any, layer: int, head: int, position: int 
     Returns a `HeadDetail` (top-k next tokens before / after, logit differences, attention patterns).
     """
     if isinstance(pairs, tuple):
-        from . import pairs as make_pairs
-
         pairs = make_pairs(model, *pairs)
     clean_ids, corrupt_ids = pairs.clean_ids[pair:pair + 1], pairs.corrupt_ids[pair:pair + 1]
     answer, distractor = int(pairs.answer_ids[pair]), int(pairs.distractor_ids[pair])
-    seq = corrupt_ids.shape[1]
-    if not -seq <= position < seq:
-        raise NNsightError(f"position {position} is outside the prompt of {seq} tokens",
-                           shapes={"clean_ids": tuple(clean_ids.shape), "corrupt_ids": tuple(corrupt_ids.shape)},
-                           fix=f"Pass a position from 0 to {seq - 1} (or -1 for the last token).")
-    position %= seq
-    layout = _attention_layout(model, layer)
-    if not 0 <= head < layout.n_heads:
-        raise NNsightError(f"head {head} is outside the {layout.n_heads} heads of layer {layer}",
-                           module=layout.attention._path, fix=f"Pass a head from 0 to {layout.n_heads - 1}.")
-    attention = layout.attention
+    (position,) = normalize_positions(position, corrupt_ids.shape[1])
+    heads = _query_key_layout(model, layer)
+    if not 0 <= head < heads.n_heads:
+        raise PatchingError(f"head {head} is outside the {heads.n_heads} heads of layer {layer}",
+                            module=heads.attention._path, fix=f"Pass a head from 0 to {heads.n_heads - 1}.")
+    attention = heads.attention
     with model.trace(remote=remote) as tracer:
         with tracer.invoke(clean_ids):
-            clean_qk = _read_query_keys(model, layout, head, position)
+            clean_qk = _read_query_keys(model, heads, head, position)
             clean_head = attention.heads[:, position, head]
             clean_logits = model.lm_head.output[:, -1].save()
         with tracer.invoke(corrupt_ids):
-            corrupt_qk = _read_query_keys(model, layout, head, position)
+            corrupt_qk = _read_query_keys(model, heads, head, position)
             corrupt_logits = model.lm_head.output[:, -1].save()
         with tracer.invoke(corrupt_ids):
             heads = attention.heads

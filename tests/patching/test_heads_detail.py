@@ -14,9 +14,9 @@ import copy
 import pytest
 import torch
 
-from nnsight_jupyter import LanguageModel, NNsightError
+from nnsight_jupyter import LanguageModel
 from nnsight_jupyter import patching as P
-from nnsight_jupyter.patching.heads_detail import HeadLayoutError, patch_one_head
+from nnsight_jupyter.patching import ArchitectureError, PatchingError, PositionError, patch_one_head
 
 CLEAN = "when mary and john went to the store john gave a book to"
 CORRUPT = "when mary and john went to the store mary gave a book to"
@@ -79,11 +79,11 @@ def test_patch_one_head_equals_plain_pytorch(arch, layer, head, position, raw_ll
 
 def test_bad_layer_head_and_position_fail_before_the_model_runs(llama):
     pairs = P.pairs(llama, CLEAN, CORRUPT, "mary", "john")
-    with pytest.raises(NNsightError, match=r"position 13 is outside the prompt of 13 tokens.*from 0 to 12"):
+    with pytest.raises(PositionError, match=r"position 13 is outside the prompt of 13 tokens.*from 0 to 12"):
         patch_one_head(llama, pairs, 0, 0, 13)
-    with pytest.raises(NNsightError, match=r"head 4 is outside the 4 heads of layer 0.*from 0 to 3"):
+    with pytest.raises(PatchingError, match=r"head 4 is outside the 4 heads of layer 0.*from 0 to 3"):
         patch_one_head(llama, pairs, 0, 4, -1)
-    with pytest.raises(NNsightError, match=r"layer 7 is outside the model's 4 layers"):
+    with pytest.raises(PatchingError, match=r"layer 7 is outside the model's 4 layers"):
         patch_one_head(llama, pairs, 7, 0, -1)
 
 
@@ -94,5 +94,5 @@ def test_an_attention_layout_without_known_query_keys_is_refused(tokenizer):
                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
     model = LanguageModel(Qwen3ForCausalLM(config).eval(), tokenizer=tokenizer)
     pairs = P.pairs(model, CLEAN, CORRUPT, "mary", "john")
-    with pytest.raises(HeadLayoutError, match=r"model\.layers\.0\.self_attn.*not an attention layout.*Llama-family"):
+    with pytest.raises(ArchitectureError, match=r"model\.layers\.0\.self_attn.*not an attention layout.*Llama-family"):
         patch_one_head(model, pairs, 0, 0, -1)
