@@ -155,3 +155,34 @@ def test_clicking_before_any_sweep_says_what_to_do(llama):
     explorer = HeadPatchingExplorer(llama)
     click(explorer.heatmap, 0, 0)
     assert "no sweep has run yet" in explorer.status.widget.value and "Run sweep" in explorer.status.widget.value
+
+
+def test_the_plan_menu_runs_that_rung_with_the_same_scores(llama):
+    explorer = HeadPatchingExplorer(llama)
+    fill(explorer, position="9")
+    explorer.run_button.click()
+    fastest = torch.tensor(explorer.heatmap.data[0].z)
+    explorer.plan_choice.value = "naive"
+    explorer.run_button.click()
+    assert explorer.status.last_error is None, explorer.status.widget.value
+    assert explorer.result.plan == "naive" and "plan naive" in explorer.heatmap.layout.title.text
+    assert explorer.result.cost.forward_passes >= 16          # one patched run per head, at least
+    torch.testing.assert_close(torch.tensor(explorer.heatmap.data[0].z), fastest, atol=1e-5, rtol=1e-5)
+
+
+def test_a_head_whose_attention_layout_is_unknown_says_so_in_the_widget(tokenizer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(vocab_size=200, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LanguageModel(Qwen3ForCausalLM(config).eval(), tokenizer=tokenizer)
+    explorer = HeadPatchingExplorer(model)
+    fill(explorer)
+    explorer.run_button.click()                          # the sweep itself works on it (heads via o_proj)
+    assert explorer.status.last_error is None, explorer.status.widget.value
+    click(explorer.heatmap, 1, 0)
+    shown = explorer.status.widget.value
+    assert "ArchitectureError" in shown and "not an attention layout" in shown and "q/k norms" in shown
+    assert explorer.detail is None and explorer.result is not None     # the sweep's heatmap stays

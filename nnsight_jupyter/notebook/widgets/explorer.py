@@ -2,7 +2,8 @@
 
 `HeadPatchingExplorer(model)` is an ipywidgets `VBox`: clean and corrupt prompt fields, answer and
 distractor tokens, the position to patch, a run button, a progress bar fed by the sweep's
-`progress=` callback, and a plotly `FigureWidget` heatmap of `patching.head_patching`'s scores
+`progress=` callback (a hosted sweep reports it as the job runs), a plan menu (`plan=`: the fastest exact
+plan by default, or any rung of the ladder), and a plotly `FigureWidget` heatmap of `patching.head_patching`'s scores
 (diverging colours centred on 0, the exact value on hover). Clicking a cell runs
 `patching.patch_one_head` for that head and shows beside the heatmap the top-k next tokens before and
 after the patch and the head's attention pattern from the patched position (`detail.HeadDetailPanel`).
@@ -30,13 +31,15 @@ class HeadPatchingExplorer(widgets.VBox):
     def __init__(self, model: Any, clean: str = "", corrupt: str = "", answer: str = "", distractor: str = "",
                  position: int = -1, metric: str = "logit_diff", plan: str | None = None, k: int = 5,
                  remote: bool | None = None):
-        self.model, self.metric, self.plan, self.k, self.remote = model, metric, plan, k, remote
+        self.model, self.metric, self.k, self.remote = model, metric, k, remote
         self.clean_prompt = form.text_field("clean", clean, "When Mary and John went to the store, John gave a drink to")
         self.corrupt_prompt = form.text_field("corrupt", corrupt,
                                               "When Mary and John went to the store, Mary gave a drink to")
         self.answer_token = form.text_field("answer", answer, "' Mary' (a leading space matters), or #id", wide=False)
         self.distractor_token = form.text_field("distractor", distractor, "' John', or #id", wide=False)
         self.position_field = form.text_field("position", str(position), "-1 = last token", wide=False)
+        self.plan_choice = widgets.Dropdown(options=[("fastest exact", None)] + [(name, name) for name in patching.PLANS],
+                                            value=plan, description="plan", layout=widgets.Layout(width="220px"))
         self.run_button = widgets.Button(description="Run sweep", button_style="primary", icon="play")
         self.progress_bar = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
                                                 layout=widgets.Layout(width="260px"))
@@ -51,7 +54,7 @@ class HeadPatchingExplorer(widgets.VBox):
         self._patched_position: int | None = None
         self.run_button.on_click(lambda _button: self.run())
         tokens = widgets.HBox([self.answer_token, self.distractor_token, self.position_field])
-        controls = widgets.HBox([self.run_button, self.progress_bar, self.progress_text])
+        controls = widgets.HBox([self.plan_choice, self.run_button, self.progress_bar, self.progress_text])
         super().__init__([self.clean_prompt, self.corrupt_prompt, tokens, controls, self.status.widget,
                           widgets.HBox([self.heatmap, self.panel.widget])])
 
@@ -74,7 +77,7 @@ class HeadPatchingExplorer(widgets.VBox):
         self.status.show(note("checking the prompts..."))
         pairs = patching.pairs(self.model, clean, corrupt, answer, distractor)
         self._progress(0, 1)
-        result = patching.head_patching(self.model, pairs, positions=position, metric=self.metric, plan=self.plan,
+        result = patching.head_patching(self.model, pairs, positions=position, metric=self.metric, plan=self.plan_choice.value,
                                         progress=self._progress, remote=self.remote)
         self.result, self.pairs, self._patched_position = result, pairs, position
         show_scores(self.heatmap, result.scores, result.labels[result.axes[1]], result.labels[result.axes[0]],
