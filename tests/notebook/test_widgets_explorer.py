@@ -145,10 +145,24 @@ def test_bad_input_shows_a_message_and_the_widget_keeps_working(llama, fields, m
     shown = explorer.status.widget.value
     assert "nnsight-error" in shown and re.search(message, shown, re.S), shown
     assert explorer.result is None and not explorer.run_button.disabled
+    assert explorer.heatmap.data[0].z in (None, ()) or len(explorer.heatmap.data[0].z) == 0
     fill(explorer)                                     # fixed: the same widget runs
     explorer.run_button.click()
     assert explorer.status.last_error is None and "nnsight-error" not in explorer.status.widget.value
     assert explorer.result is not None
+
+
+def test_bad_input_after_a_sweep_keeps_its_heatmap_clickable(llama):
+    explorer = HeadPatchingExplorer(llama)
+    fill(explorer)
+    explorer.run_button.click()
+    scores = explorer.heatmap.data[0].z
+    fill(explorer, answer="mary john")
+    explorer.run_button.click()
+    assert "AnswerTokenError" in explorer.status.widget.value
+    assert explorer.heatmap.data[0].z == scores and explorer.result is not None
+    click(explorer.heatmap, 3, 1)
+    assert explorer.status.last_error is None and explorer.detail.layer == 3
 
 
 def test_clicking_before_any_sweep_says_what_to_do(llama):

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from ... import patching
 from . import form
 from .detail import HeadDetailPanel
-from .figures import heatmap_widget, show_scores
+from .figures import clear, heatmap_widget, show_scores
 from .html import note
 
 
@@ -72,10 +72,11 @@ class HeadPatchingExplorer(widgets.VBox):
         clean, corrupt = form.required(self.clean_prompt), form.required(self.corrupt_prompt)
         answer, distractor = form.token(self.answer_token), form.token(self.distractor_token)
         position = form.whole_number(self.position_field)
+        pairs = patching.pairs(self.model, clean, corrupt, answer, distractor)
+        # the inputs are good: what the last sweep showed goes (an error before this point keeps it)
         self.result = self.pairs = self.detail = None
         self.panel.clear()
-        self.status.show(note("checking the prompts..."))
-        pairs = patching.pairs(self.model, clean, corrupt, answer, distractor)
+        clear(self.heatmap, "head patching: running...")
         self._progress(0, 1)
         result = patching.head_patching(self.model, pairs, positions=position, metric=self.metric, plan=self.plan_choice.value,
                                         progress=self._progress, remote=self.remote)
