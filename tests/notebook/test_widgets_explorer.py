@@ -71,6 +71,9 @@ def test_run_button_draws_the_library_scores_with_live_progress(model):
     assert len(set(steps)) > 2 and steps == sorted(steps)
     assert explorer.progress_bar.value == explorer.progress_bar.max == seen[-1][1]
     assert "forward passes" in explorer.status.widget.value
+    # what a cell shows: the widget view (the heatmap a plotly FigureWidget inside it)
+    assert "application/vnd.jupyter.widget-view+json" in explorer._repr_mimebundle_()
+    assert explorer.heatmap in explorer.children[-1].children
 
 
 def test_clicking_a_head_shows_its_patch_and_attention_pattern(model):
