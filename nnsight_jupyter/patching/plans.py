@@ -34,7 +34,6 @@ from .pairs import Pair
 from .sites import HeadSite, Site
 
 PLANS = ("naive", "session", "scalars", "cached", "batched", "skip", "kv")
-EXACT = PLANS
 PROGRESS = "nnsight-patching progress"
 
 
@@ -195,8 +194,6 @@ class Sweep:
                     if unit == self.n_units - 1:
                         self._tick(tracer, done)
             runs.append(row)
-            if not deferred and self.progress is not None:
-                self.progress(self.progress_offset + done, self.progress_total)
 
         def outcome() -> SweepOutcome:
             if scalars:

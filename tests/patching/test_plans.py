@@ -132,3 +132,10 @@ def test_a_subset_of_layers_gives_those_rows_of_the_full_sweep(llama):
         part = P.head_patching(llama, PAIR, plan=plan, layers=[1, -1])
         assert part.labels["layer"] == ["1", "3"]
         torch.testing.assert_close(part.scores, full.scores[[1, 3]], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("plan", ["naive", "batched"])
+def test_progress_is_reported_once_per_layer_by_every_plan(llama, plan):
+    seen = []
+    P.head_patching(llama, PAIR, plan=plan, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 4) for i in range(1, 5)]
