@@ -86,7 +86,9 @@ class StatusLine:
             ahead = self.position
             where = "" if not isinstance(ahead, int) else ", next" if ahead <= 0 else f", {ahead} ahead"
             return f"{head}: queued{where} · {self.elapsed:.1f} s"
-        if self.state in ("running", "starting"):
+        if self.state == "starting":
+            return f"{head}: starting · {self.elapsed:.1f} s"
+        if self.state == "running":
             step = ""
             if self.step is not None:
                 step = f" · step {self.step}/{self.steps}" if self.steps else f" · step {self.step}"

@@ -2,7 +2,7 @@
 
 `notebook` runs cells with `run_cell` (as a kernel does) and keeps what the cell displayed: every
 `publish` of IPython's display system (`DisplayPublisher`, the class kernels extend), with its
-display id and whether it updated one in place. The server tests' `JupyterHost` (loaded from its
+display id and whether it updated one in place. The server tests' `jupyter_host` (loaded from its
 file, as tests/graph/conftest.py does) hosts the tiny Llama for the remote cases.
 """
 
@@ -18,7 +18,10 @@ from IPython.core.interactiveshell import InteractiveShell
 _spec = importlib.util.spec_from_file_location("_server_conftest_nb", Path(__file__).parents[1] / "server" / "conftest.py")
 server = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(server)
-keep_worker_busy = server.keep_worker_busy      # fixtures shared with the server tests
+# The server tests' fixtures: `jupyter_host` (a running server hosting the tiny Llama as "tiny", one
+# for this folder's session), `keep_worker_busy` and what it needs.
+jupyter_host = server.jupyter_host
+keep_worker_busy = server.keep_worker_busy
 graph_of = server.graph_of
 tiny_local = server.tiny_local
 
@@ -74,12 +77,3 @@ def notebook(_shell, monkeypatch):
     monkeypatch.setattr(StatusLine, "min_interval", 0.0)
     shell, publisher = _shell
     return Notebook(shell, publisher)
-
-
-@pytest.fixture(scope="session")
-def magic_host(tmp_path_factory, tiny_model_dir):
-    """A running Jupyter server hosting the tiny Llama as "tiny", for the remote cells."""
-    host = server.JupyterHost(tmp_path_factory.mktemp("magic-host"),
-                              {"tiny": {"source": str(tiny_model_dir), "threads": 1}}, max_queued_per_user=40).start()
-    yield host
-    host.stop()

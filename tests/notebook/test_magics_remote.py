@@ -20,11 +20,11 @@ PROMPT = "the cat sat on the mat"
 
 
 @pytest.fixture
-def remote(notebook, magic_host, tiny_local, monkeypatch):
+def remote(notebook, jupyter_host, tiny_local, monkeypatch):
     """The notebook connected to the host (as alice unless the test connects again)."""
     monkeypatch.setenv("NNSIGHT_JUPYTER_PROGRESS", "0")
-    notebook.ns.update(torch=torch, prompt=PROMPT, local=tiny_local, host_url=magic_host.url)
-    notebook.connect = lambda token="token-alice": notebook.run(f"%nnsight connect {magic_host.url} --token {token}")
+    notebook.ns.update(torch=torch, prompt=PROMPT, local=tiny_local, host_url=jupyter_host.url)
+    notebook.connect = lambda token="token-alice": notebook.run(f"%nnsight connect {jupyter_host.url} --token {token}")
     yield notebook
     connection = current_connection()
     if connection is not None:
@@ -40,9 +40,9 @@ def texts(notebook) -> list[str]:
     return [o["data"]["text/plain"] for o in notebook.outputs]
 
 
-def test_connect_models_and_status(remote, magic_host, capsys):
+def test_connect_models_and_status(remote, jupyter_host, capsys):
     assert remote.connect().success
-    assert f"connected to {magic_host.url}: tiny (ready)" in capsys.readouterr().out
+    assert f"connected to {jupyter_host.url}: tiny (ready)" in capsys.readouterr().out
     assert current_connection() is magics(remote).connection and current_connection().token == "token-alice"
     assert remote.run("%nnsight models").success
     (table,) = remote.outputs
@@ -50,12 +50,12 @@ def test_connect_models_and_status(remote, magic_host, capsys):
     assert "<td>tiny</td><td>ready</td>" in table["data"]["text/html"]
     assert remote.run("%nnsight status").success
     text = texts(remote)[0]
-    assert text.startswith(f"host {magic_host.url} · protocol 1") and re.search(r"^tiny\s+ready\s+\d+\s+\d+", text, re.M)
+    assert text.startswith(f"host {jupyter_host.url} · protocol 1") and re.search(r"^tiny\s+ready\s+\d+\s+\d+", text, re.M)
     assert "job_timeout=" in text
 
 
-def test_commands_connect_on_their_own_from_the_environment(remote, magic_host, monkeypatch):
-    monkeypatch.setenv("NNSIGHT_JUPYTER_URL", magic_host.url)
+def test_commands_connect_on_their_own_from_the_environment(remote, jupyter_host, monkeypatch):
+    monkeypatch.setenv("NNSIGHT_JUPYTER_URL", jupyter_host.url)
     monkeypatch.setenv("NNSIGHT_JUPYTER_TOKEN", "token-carol")
     assert current_connection() is None
     assert remote.run("%nnsight jobs").success
@@ -69,7 +69,7 @@ def test_a_wrong_token_is_a_clear_error_at_the_magic_line(remote):
     assert str(result.error_in_exec).startswith(f"Cell In[{remote.number}], line 1: ")
 
 
-def test_a_hosted_model_cell_equals_the_local_run_and_reports_bytes(remote, tiny_local, magic_host):
+def test_a_hosted_model_cell_equals_the_local_run_and_reports_bytes(remote, tiny_local, jupyter_host):
     remote.connect()
     assert remote.run('hosted = __import__("nnsight_jupyter").client.current_connection().model("tiny")').success
     assert remote.run("%%trace hosted prompt\nh = hosted.model.layers[1].output.save()\n"
@@ -79,19 +79,19 @@ def test_a_hosted_model_cell_equals_the_local_run_and_reports_bytes(remote, tiny
         logits = tiny_local.lm_head.output[:, -1].save()
     assert torch.equal(remote.ns["h"], h.value) and torch.equal(remote.ns["logits"], logits.value)
     final = remote.status_texts()[-1]
-    assert f"tiny on {magic_host.url}: done in" in final and "1 forward pass" in final
+    assert f"tiny on {jupyter_host.url}: done in" in final and "1 forward pass" in final
     received = re.search(r"([\d.]+) (bytes|KiB|MiB) received", final)
     assert received and float(received[1]) > 0
 
 
-def test_remote_option_runs_a_local_model_on_the_host(remote, tiny_local, magic_host):
+def test_remote_option_runs_a_local_model_on_the_host(remote, tiny_local, jupyter_host):
     remote.connect("token-dave")
     assert remote.run("%%trace local prompt --remote --max-new-tokens 3\nids = tracer.result.save()\n").success
     with tiny_local.generate(PROMPT, max_new_tokens=3) as tracer:
         ids = tracer.result.save()
     assert torch.equal(remote.ns["ids"], ids.value)
     statuses = remote.status_texts()
-    assert f"on {magic_host.url}: done in" in statuses[-1] and "3 forward passes" in statuses[-1]
+    assert f"on {jupyter_host.url}: done in" in statuses[-1] and "3 forward passes" in statuses[-1]
     assert [s for s in statuses if "running · step 3/3" in s]
     jobs = current_connection().jobs()
     assert jobs[0]["kind"] == "generate" and jobs[0]["status"] == "done"
@@ -157,15 +157,15 @@ def test_attach_a_finished_job_and_an_unknown_one(remote):
     assert isinstance(unknown.error_in_exec, nj.RemoteError) and "does not know job" in str(unknown.error_in_exec)
 
 
-def test_queued_status_and_cancel(remote, magic_host, keep_worker_busy, capsys):
+def test_queued_status_and_cancel(remote, jupyter_host, keep_worker_busy, capsys):
     remote.connect("token-bob")
-    busy, blocker = keep_worker_busy(magic_host, "token-bob")
+    busy, blocker = keep_worker_busy(jupyter_host, "token-bob")
     try:
         assert remote.run(f"%nnsight cancel {blocker}").success
         assert f"job {blocker}: cancelled" in capsys.readouterr().out
         again = remote.run(f"%nnsight cancel {blocker}")
         assert isinstance(again.error_in_exec, nj.NNsightError) and "already finished" in str(again.error_in_exec)
-        busy2, blocker2 = keep_worker_busy(magic_host, "token-bob")
+        busy2, blocker2 = keep_worker_busy(jupyter_host, "token-bob")
         cancel = threading.Timer(1.0, lambda: current_connection().cancel(blocker2))
         cancel.start()
         assert remote.run("%%trace local prompt --remote\nh = local.model.layers[0].output.save()\n").success
@@ -178,10 +178,10 @@ def test_queued_status_and_cancel(remote, magic_host, keep_worker_busy, capsys):
         busy.close()
 
 
-def test_a_cell_that_lost_its_connection_is_finished_by_attach(remote, magic_host, keep_worker_busy, tiny_local,
+def test_a_cell_that_lost_its_connection_is_finished_by_attach(remote, jupyter_host, keep_worker_busy, tiny_local,
                                                                 wait_until):
     remote.connect("token-grace")
-    busy, blocker = keep_worker_busy(magic_host, "token-grace")
+    busy, blocker = keep_worker_busy(jupyter_host, "token-grace")
     connection = current_connection()
 
     def drop_when_queued():
