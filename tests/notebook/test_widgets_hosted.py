@@ -1,44 +1,31 @@
 """The widgets on a hosted model (`nj.connect(url, token).model("tiny")` against a real Jupyter server),
 checked against the same widgets on the same model loaded locally in this process.
 
-The host is the server tests' own `JupyterHost` (tests/server/conftest.py, loaded from its file as
-tests/graph/conftest.py does), hosting the tiny Llama of `tiny_model_dir`.
+The host is the server tests' shared `jupyter_host` (tests/server/conftest.py, which tests/notebook/conftest.py
+loads from its file as tests/graph/conftest.py does), hosting the tiny Llama of `tiny_model_dir` as "tiny".
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-from nnsight_jupyter import LanguageModel, connect
+from nnsight_jupyter import connect
 from nnsight_jupyter.notebook.widgets import HeadPatchingExplorer, LogitLens, LogitStatistics
-
-_spec = importlib.util.spec_from_file_location("_server_conftest", Path(__file__).parents[1] / "server" / "conftest.py")
-server = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(server)
 
 CLEAN = "when mary and john went to the store john gave a book to"
 CORRUPT = "when mary and john went to the store mary gave a book to"
 
 
-@pytest.fixture(scope="module")
-def hosted(tmp_path_factory, tiny_model_dir):
-    """(hosted model, the same model loaded locally), the host shut down after this module."""
-    import os
-
-    host = server.JupyterHost(tmp_path_factory.mktemp("widgets-host"),
-                              {"tiny": {"source": str(tiny_model_dir), "threads": 1}}, max_queued_per_user=40).start()
-    os.environ["NNSIGHT_JUPYTER_PROGRESS"] = "0"
-    connection = connect(host.url, "token-alice")
+@pytest.fixture
+def hosted(jupyter_host, tiny_local, monkeypatch):
+    """(hosted model, the same model loaded locally); the connection closed after the test."""
+    monkeypatch.setenv("NNSIGHT_JUPYTER_PROGRESS", "0")
+    connection = connect(jupyter_host.url, "token-heidi")
     try:
-        yield connection.model("tiny"), LanguageModel(str(tiny_model_dir))
+        yield connection.model("tiny"), tiny_local
     finally:
         connection.close()
-        host.stop()
-        os.environ.pop("NNSIGHT_JUPYTER_PROGRESS", None)
 
 
 def run_explorer(model):
