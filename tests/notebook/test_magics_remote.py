@@ -131,6 +131,26 @@ def test_print_lines_stream_while_a_remote_generation_runs(remote, capsys, monke
     assert out.count("top tensor(") == 6   # every line printed once (the result's copy is not printed again)
 
 
+def test_a_remote_session_cell_is_one_job_equal_to_the_local_session(remote, tiny_local):
+    remote.connect("token-heidi")
+    cell = ("%%trace local --session --remote\n"
+            "with local.trace('hello world'):\n"
+            "    clean = local.model.layers[1].output[:, -1]\n"
+            "with local.trace(prompt):\n"
+            "    local.model.layers[1].output[:, -1] = clean\n"
+            "    patched = local.lm_head.output.save()\n")
+    before = len(current_connection().jobs())
+    assert remote.run(cell).success
+    with tiny_local.session():
+        with tiny_local.trace("hello world"):
+            clean = tiny_local.model.layers[1].output[:, -1]
+        with tiny_local.trace(PROMPT):
+            tiny_local.model.layers[1].output[:, -1] = clean
+            patched = tiny_local.lm_head.output.save()
+    assert torch.equal(remote.ns["patched"], patched.value)
+    assert len(current_connection().jobs()) == before + 1 and "2 forward passes" in remote.status_texts()[-1]
+
+
 def test_a_remote_error_on_cell_line_3_is_line_3(remote, capsys):
     remote.connect()
     result = remote.run("%%trace local prompt --remote\n"
