@@ -42,9 +42,11 @@ def press(explorer) -> float:
     return elapsed
 
 
-def run(reps: int) -> dict:
+def run(quick: bool = False, reps: int = 10) -> dict:
+    """The figures (same interface as benchmarks/patching.py: `report(run(quick))` is a README section)."""
     import os
 
+    reps = 3 if quick else reps
     from nnsight_jupyter import LanguageModel, connect
 
     os.environ["NNSIGHT_JUPYTER_PROGRESS"] = "0"
@@ -75,9 +77,10 @@ def run(reps: int) -> dict:
 def report(figures: dict) -> str:
     m = figures["medians"]
     verdict = "met" if figures["ratio"] <= TARGET else "NOT met"
-    return (f"Explorer sweep, SmolLM2-135M (30 x 9 heads), IOI pair, last position, plan {figures['plan']}, "
-            f"{figures['reps']} reps, median: hosted {m['hosted']:.3f} s, local {m['local']:.3f} s, "
-            f"hosted / local {figures['ratio']:.2f}x (target <= {TARGET}x: {verdict})")
+    return ("## Head-patching explorer: hosted vs local\n\n"
+            f"SmolLM2-135M (30 x 9 heads), IOI pair, last position, plan {figures['plan']}, {figures['reps']} "
+            f"repetitions (the run button pressed), median: hosted {m['hosted']:.3f} s, local {m['local']:.3f} s, "
+            f"**hosted / local {figures['ratio']:.2f}x** (target <= {TARGET}x: {verdict})")
 
 
 def main(argv=None) -> None:
@@ -85,7 +88,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="3 repetitions")
     parser.add_argument("--reps", type=int, default=10)
     args = parser.parse_args(argv)
-    print(report(run(3 if args.quick else args.reps)), file=sys.stdout, flush=True)
+    print(report(run(args.quick, args.reps)), file=sys.stdout, flush=True)
 
 
 if __name__ == "__main__":
