@@ -46,9 +46,9 @@ def log(*args):
 def make_pair(tokenizer, length: int):
     """(clean ids, corrupt ids, answer, distractor) of about `length` tokens."""
     head, clean_tail, corrupt_tail, answer, distractor = PROMPT
-    story = ""
-    while len(tokenizer(story + " " + head + clean_tail)["input_ids"]) < length - 4:
-        story += STORY
+    story, words = "", (STORY.split() * 20)
+    while len(tokenizer(story + " " + head + clean_tail)["input_ids"]) < length - 2:    # "about" length
+        story += " " + words.pop(0)
     clean = tokenizer((story + " " if story else "") + head + clean_tail)["input_ids"]
     corrupt = tokenizer((story + " " if story else "") + head + corrupt_tail)["input_ids"]
     assert len(clean) == len(corrupt)

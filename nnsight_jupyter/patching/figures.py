@@ -41,6 +41,18 @@ def lens_heatmap(probs: torch.Tensor, tokens: list[list[str]], labels: dict[str,
     return fig
 
 
+def mime_bundle(text: str, html_text: str, figure: Any, include: Any, exclude: Any) -> dict[str, Any]:
+    """What `_repr_mimebundle_` returns: plain text, HTML, and the plotly figure's JSON when plotly is
+    installed (`figure`: a function building it, or None)."""
+    bundle: dict[str, Any] = {"text/plain": text, "text/html": html_text}
+    if figure is not None:
+        try:
+            bundle[PLOTLY_MIME] = as_json(figure())
+        except ImportError:
+            pass
+    return filter_bundle(bundle, include, exclude)
+
+
 def filter_bundle(bundle: dict[str, Any], include: Any, exclude: Any) -> dict[str, Any]:
     if include:
         bundle = {k: v for k, v in bundle.items() if k in include}

@@ -53,14 +53,8 @@ class PatchingResult:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         rows = self._top_rows()
         text = repr(self) + "\n" + "\n".join(f"  {self.axes[0]} {a}, {self.axes[1]} {b}: {v:+.4f}" for a, b, v in rows)
-        bundle: dict[str, Any] = {
-            "text/plain": text,
-            "text/html": figures.result_html(self.axes, rows, repr(self), self.scores, self.labels)}
-        try:
-            bundle[figures.PLOTLY_MIME] = figures.as_json(self.figure())
-        except ImportError:
-            pass
-        return figures.filter_bundle(bundle, include, exclude)
+        html = figures.result_html(self.axes, rows, repr(self), self.scores, self.labels)
+        return figures.mime_bundle(text, html, self.figure, include, exclude)
 
 
 @dataclass
@@ -88,13 +82,8 @@ class LensResult:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         last = [f"  layer {lab}: {row[-1][0]!r} p={float(p[-1, 0]):.3f}"
                 for lab, row, p in zip(self.labels["layer"], self.tokens, self.probs)]
-        bundle: dict[str, Any] = {"text/plain": repr(self) + "\n" + "\n".join(last),
-                                  "text/html": figures.lens_html(self)}
-        try:
-            bundle[figures.PLOTLY_MIME] = figures.as_json(self.figure())
-        except ImportError:
-            pass
-        return figures.filter_bundle(bundle, include, exclude)
+        text = repr(self) + "\n" + "\n".join(last)
+        return figures.mime_bundle(text, figures.lens_html(self), self.figure, include, exclude)
 
 
 @dataclass
@@ -133,5 +122,4 @@ class LogitStats:
         return f"<LogitStats top: {top}{'; ' + summary if summary else ''}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle = {"text/plain": repr(self), "text/html": figures.stats_html(self)}
-        return figures.filter_bundle(bundle, include, exclude)
+        return figures.mime_bundle(repr(self), figures.stats_html(self), None, include, exclude)
