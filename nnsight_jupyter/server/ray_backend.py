@@ -46,6 +46,9 @@ from .worker import ModelSpec, load_target, serve_batch
 
 #: Ray's listeners bind to 127.0.0.1 only with this set (../shared/ENVIRONMENT.md, "Ray").
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: A local Ray on a busy machine: its raylet waits for the metrics agent's port file, and gives up
+#: (and dies) when the agent is slow to start; more time for that (set only where not set already).
+SLOW_START_ENV = {"RAY_agent_register_timeout_ms": "180000"}
 _lock = threading.Lock()
 _started_here = False
 _deployed: set[str] = set()             # Serve applications this process deployed
@@ -88,6 +91,8 @@ def connect(settings: RaySettings) -> None:
     global _started_here
     with _lock:
         os.environ.update(LOOPBACK_ENV)
+        for key, value in SLOW_START_ENV.items():
+            os.environ.setdefault(key, value)
         try:
             import ray
             from ray import serve
@@ -98,10 +103,23 @@ def connect(settings: RaySettings) -> None:
                 probe(settings.address)
                 ray.init(address=settings.address, namespace=settings.namespace, log_to_driver=False)
             else:
-                ray.init(num_cpus=settings.num_cpus, include_dashboard=False, namespace=settings.namespace,
-                         _node_ip_address="127.0.0.1", log_to_driver=False)
+                _start_local(ray, settings)
                 _started_here = True
         serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1"})
+
+
+def _start_local(ray: Any, settings: RaySettings, attempts: int = 3) -> None:
+    """A local Ray on 127.0.0.1. Ray gives its raylet a fixed 30 s to register with the GCS, which a
+    busy machine can miss ("timed out during startup"): up to `attempts` tries."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=settings.num_cpus, include_dashboard=False, namespace=settings.namespace,
+                     _node_ip_address="127.0.0.1", log_to_driver=False)
+            return
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception for this
+            ray.shutdown()
+            if attempt == attempts or "timed out during startup" not in str(error):
+                raise
 
 
 def shutdown() -> None:
