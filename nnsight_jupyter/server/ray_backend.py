@@ -235,9 +235,14 @@ def replica_states(name: str) -> dict:
         return {"status": "NOT_DEPLOYED", "replicas": {}}
     deployment = application.deployments.get("model")
     if deployment is None:
-        return {"status": str(application.status), "replicas": {}}
-    return {"status": str(deployment.status), "message": deployment.message or None,
-            "replicas": {str(state): count for state, count in deployment.replica_states.items()}}
+        return {"status": _name(application.status), "replicas": {}}
+    return {"status": _name(deployment.status), "message": deployment.message or None,
+            "replicas": {_name(state): count for state, count in deployment.replica_states.items()}}
+
+
+def _name(state: Any) -> str:
+    """"RUNNING" for ReplicaState.RUNNING (Serve's states are str enums)."""
+    return str(getattr(state, "value", state))
 
 
 class RayWorker:

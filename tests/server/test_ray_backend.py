@@ -80,3 +80,42 @@ def test_the_ray_settings_come_from_the_host_configuration():
     assert app.specs()["m"].extra["ray"] == {"num_replicas": 2}
     with pytest.raises(Exception, match='"local" or "ray"'):
         app.backend = "slurm"
+
+
+class _Keep:
+    """A runner that keeps the graph (as the client would send it)."""
+
+    def run(self, graph, observer=None):
+        from nnsight_jupyter.graph.result import Result
+
+        self.graph = graph
+        return Result()
+
+
+def test_a_replica_streams_what_a_local_worker_sends(tiny_model_dir, tiny_local):
+    """ModelReplica in Serve's local testing mode (in this process, no cluster): progress, then the
+    same "done" report as the local worker's code, values equal to a local run."""
+    serve = pytest.importorskip("ray.serve")
+    from nnsight_jupyter.graph.codec import decode_values, encode
+    from nnsight_jupyter.server.ray_backend import ModelReplica
+    from nnsight_jupyter.server.worker import ModelSpec
+
+    spec = ModelSpec(name="tiny", source=str(tiny_model_dir), threads=1)
+    handle = serve.run(serve.deployment(ModelReplica).bind(spec), name="nnsight-test", route_prefix=None,
+                       _local_testing_mode=True)
+    assert handle.describe.remote().result()["pid"] == os.getpid()
+    keep = _Keep()
+    with tiny_local.generate(max_new_tokens=3) as tracer:
+        tracer.runner = keep
+        with tracer.invoke("hello"):
+            tracer.result.save()
+    message = {"type": "batch", "batch_id": "b1",
+               "jobs": [{"job_id": "j1", "graph": encode(keep.graph), "prepared": None, "solo": True}]}
+    items = list(handle.options(stream=True).run.remote(message))
+    assert [m["type"] for m in items] == ["progress"] * 3 + ["done"]
+    report = items[-1]["jobs"]["j1"]
+    assert report["ok"] and report["batch_id"] == "b1"
+    with tiny_local.generate("hello", max_new_tokens=3) as tracer:
+        local = tracer.result.save()
+    assert next(iter(decode_values(report["payload"]).values())).equal(local.value)
+    assert handle.cancel.remote("j1").result() is True
