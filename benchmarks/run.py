@@ -33,7 +33,7 @@ import time
 import torch
 
 from benchmarks import patching as patching_bench
-from benchmarks import remote
+from benchmarks import ray_overhead, remote
 from benchmarks.scenarios import MODELS, SCENARIOS
 
 CONTENDERS = {"plain": "plain PyTorch", "nj": "nnsight_jupyter", "ns": "nnsight 0.8.1"}
@@ -251,6 +251,9 @@ def main(argv=None):
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of: a, b, c")
     parser.add_argument("--remote", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the remote-host benchmarks (benchmarks/remote.py; default: on)")
+    parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=ray_overhead.available(),
+                        help="also time the Ray Serve backend against the local worker (benchmarks/ray_overhead.py; "
+                             "default: on when Ray Serve is installed)")
     parser.add_argument("--remote-models", default=",".join(remote.PLANS),
                         help="comma list of: " + ", ".join(remote.PLANS))
     parser.add_argument("--patching", action=argparse.BooleanOptionalAction, default=True,
@@ -321,6 +324,12 @@ def main(argv=None):
         log(f"patching: {time.perf_counter() - start:.1f} s")
 
     text = report(stats, codec, args.quick, remote_figures, patching_section)
+    if args.ray:                                  # the Ray backend's section (benchmarks/ray_overhead.py)
+        try:
+            text += "\n" + ray_overhead.report(ray_overhead.run(QUICK_REPS * 10 if args.quick else ray_overhead.REPS))
+        except Exception as error:  # noqa: BLE001 - keep the other figures; report it and fail at the end
+            text += f"\n## Ray Serve backend overhead\n\nnot measured: {type(error).__name__}: {error}\n"
+            failed = True
     print(text)
     if args.write:
         with open(args.write, "w") as f:

@@ -31,6 +31,7 @@ from ..graph.ops import MODEL_OPS, OPS
 from ..graph.result import Result
 from ..graph.validate import is_validated, validate
 from .batching import Batch, ModuleTarget, Span, view, write
+from .devices import align, device_of, is_sharded, like, move, offloaded, to_cpu
 from .failures import failure_class
 from .generators import SEED_OPTION, JobGenerators, run_seeds
 from .limits import new_budget
@@ -94,6 +95,7 @@ class _Executor:
         self.budget = new_budget()          # per-job memory and log limits (None: none set, no accounting)
         # Random ops draw from generators of their own job (graph.ops.Op.sample), seeded by its runs.
         self.generators = JobGenerators(seeds if seeds is not None else run_seeds(graph))
+        self.sharded = is_sharded(target.module)     # accelerate placed it: values move between devices
         # One handler per model op of the table (`_HANDLERS`, checked against MODEL_OPS at import).
         self._dispatch: dict[str, Callable[[Node, Any], Any]] = {
             name: getattr(self, _HANDLERS[name]) for name in MODEL_OPS}
@@ -259,6 +261,7 @@ class _Executor:
             frame = _Frame("output", path or "model", value=output)
             for span, value in self.pending_skips.pop((path, call), ()):
                 if not span.full:
+                    value = like(value, frame.value) if self.sharded else value
                     frame.value = write(frame.value, value, span, self.batch.size, self.seq_len,
                                         f"{frame.where}.output", self.layouts.get((path, call, "output")))
                     frame.changed = True
@@ -275,7 +278,7 @@ class _Executor:
                 pending = self.pending_skips.get((path, self.count_in.get(path, 1) - 1), ())
                 for span, value in pending:
                     if span.full:
-                        return value
+                        return move(value, device_of((args, kwargs))) if self.sharded else value
             return forward(*args, **kwargs)
         return skipping
 
@@ -315,6 +318,8 @@ class _Executor:
                 if op.writes is not None:
                     for written in op.written(args, kwargs):
                         self._check_not_weight(written, node)
+                if self.sharded:
+                    args, kwargs = align(args, kwargs)
                 if budget is not None:
                     budget.before(node, args, kwargs, self.groups[node.id] if self.groups else 0)
                 if op.sample is None:
@@ -500,15 +505,20 @@ class _Executor:
             return both
         return self._view(node, both, self._layout(node, "input"))
 
-    def _set_output(self, node: Node, frame: _Frame) -> None:
+    def _written(self, node: Node, current: Any) -> Any:
+        """The value a write node puts in place of `current` (on `current`'s device, if sharded)."""
         new = self._resolve(node.args[0])
+        return like(new, current) if self.sharded else new
+
+    def _set_output(self, node: Node, frame: _Frame) -> None:
+        new = self._written(node, frame.value)
         span = self._span(node)
         layout = None if span.full else self._layout(node, "output")
         frame.value = write(frame.value, new, span, self.batch.size, self.seq_len, f"{frame.where}.output", layout)
         frame.changed = True
 
     def _set_input(self, node: Node, frame: _Frame) -> None:
-        new = self._resolve(node.args[0])
+        new = self._written(node, (frame.args, frame.kwargs))
         span, where = self._span(node), f"{frame.where}.input"
         if not frame.args and not frame.kwargs:
             raise ExecutionError(f"{frame.where} was called without arguments: it has no .input to replace",
@@ -524,7 +534,7 @@ class _Executor:
         frame.changed = True
 
     def _set_inputs(self, node: Node, frame: _Frame) -> None:
-        new = self._resolve(node.args[0])
+        new = self._written(node, (frame.args, frame.kwargs))
         if not (isinstance(new, (tuple, list)) and len(new) == 2 and isinstance(new[1], dict)):
             raise ShapeMismatchError(f"{frame.where}.inputs must be set to (args, kwargs), got {type(new).__name__}",
                                      fix="Assign a pair: `.inputs = ((x, *rest), {**kwargs})`.")
@@ -558,20 +568,26 @@ class _Executor:
         if tensor is None:
             raise ExecutionError(f"{path or 'model'} has no parameter or buffer {name!r}",
                                  fix="See its .named_parameters() / .named_buffers() for the names it has.")
+        if tensor.device.type == "meta" and self.sharded:       # offloaded to the CPU or disk by accelerate
+            return offloaded(owner, name, path)
         return tensor.detach()
 
     def _cache_output(self, node: Node, frame: _Frame) -> Any:
-        value = self.result.saved[node.id] = _snapshot(self._read_output(node, frame))
+        value = self.result.saved[node.id] = self._saved(self._read_output(node, frame))
         return value
 
     def _cache_inputs(self, node: Node, frame: _Frame) -> Any:
-        value = self.result.saved[node.id] = _snapshot(self._read_inputs(node, frame))
+        value = self.result.saved[node.id] = self._saved(self._read_inputs(node, frame))
         return value
 
     # -- results
+    def _saved(self, value: Any) -> Any:
+        """A snapshot of a value being saved (on the CPU, for a sharded model)."""
+        return to_cpu(_snapshot(value)) if self.sharded else _snapshot(value)
+
     def _save(self, node: Node, frame: Any) -> Any:
         """Keep a copy of the value; in a repeated block, one per step that runs, in step order."""
-        value = _snapshot(self._resolve(node.args[0]))
+        value = self._saved(self._resolve(node.args[0]))
         if node.repeat:
             self.result.saved.setdefault(node.id, []).append(value)
         else:

@@ -93,7 +93,9 @@ def describe_fake(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict[Ev
     """Describe every event of one forward under FakeTensorMode."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    with describing(module) as seen, torch.no_grad():
+    from .devices import unhooked
+
+    with unhooked(module), describing(module) as seen, torch.no_grad():
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             fake = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
             module(*[fake(a) for a in args], **{k: fake(v) for k, v in kwargs.items()})

@@ -70,7 +70,9 @@ def record_order_fake(module: torch.nn.Module, kwargs: dict[str, Any], args: tup
     """Record the order from a forward under FakeTensorMode: shapes propagate, nothing computes."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    with record_order_during(module) as events, torch.no_grad():
+    from .devices import unhooked
+
+    with unhooked(module), record_order_during(module) as events, torch.no_grad():
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             fake = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
             module(*[fake(a) for a in args], **{k: fake(v) for k, v in kwargs.items()})

@@ -2,7 +2,9 @@
 
     c.NNsightHost.models = {"smollm2": {"source": "bundled:smollm2-135m", "dtype": "float32",
                                         "device_map": None}}
-    c.NNsightHost.backend = "local"            # worker processes on this machine
+    c.NNsightHost.backend = "local"            # worker processes on this machine; "ray": Ray Serve
+                                               # (ray_address, num_replicas, ray_actor_options,
+                                               # max_ongoing_requests, max_queued_requests: ray_backend.py)
     c.NNsightHost.job_timeout = 600            # seconds
     c.NNsightHost.max_result_bytes = 256 MiB
     c.NNsightHost.max_queued_per_user = 64
@@ -48,6 +50,8 @@ from .host import Host, HostError
 from .jobs import JobStore
 from .worker import ModelSpec
 
+#: Ray Serve settings a model's entry may set for itself (else the host's).
+RAY_PER_MODEL = ("num_replicas", "ray_actor_options", "max_ongoing_requests", "max_queued_requests")
 DEFAULT_MODELS = {"smollm2-135m": {"source": "bundled:smollm2-135m", "dtype": "float32", "device_map": None}}
 
 
@@ -98,9 +102,23 @@ class NNsightHost(ExtensionApp):
 
     models = Union([Dict(), Unicode()], default_value={}, config=True, help=(
         'Models to host: {"name": {"source": "bundled:<name>" | "<local HF dir>", "dtype": "float32", '
-        '"device_map": null | "auto" | {...}, "threads": null}}.'))
-    backend = Unicode("local", config=True, help='Where workers run: "local" (worker processes on this machine).')
-    ray_address = Unicode("", config=True, help="Ray cluster address, for the Ray Serve backend (not in this release).")
+        '"device_map": null | "auto" | "balanced" | {"module.path": 0 | "cpu" | "disk"}, "max_memory": null | '
+        '{"0": "20GiB", "cpu": "60GiB"}, "offload_dir": null, "threads": null}}.'))
+    backend = Unicode("local", config=True, help=(
+        'Where workers run: "local" (worker processes on this machine) or "ray" (a Ray Serve deployment per model, '
+        "server/ray_backend.py)."))
+    ray_address = Unicode("", config=True, help=(
+        'Ray cluster address for backend "ray" ("head:6379", "ray://head:10001", "auto"); empty: a local Ray '
+        "on 127.0.0.1, started by the host."))
+    ray_num_cpus = Int(0, config=True, help="CPUs of the local Ray the host starts (0: every CPU).")
+    ray_start_timeout = Float(600.0, config=True, help="Seconds connecting to Ray and deploying a model may take.")
+    num_replicas = Int(1, config=True, help='Replicas of each model\'s Ray Serve deployment (backend "ray").')
+    ray_actor_options = Dict(default_value={}, config=True, help=(
+        'Resources of each replica, as Ray Serve takes them ({"num_gpus": 1, "num_cpus": 4}; default 1 CPU).'))
+    max_ongoing_requests = Int(4, config=True, help=(
+        "Requests one replica takes at once (a batch, plus room for cancels; at least 2)."))
+    max_queued_requests = Int(-1, config=True, help=(
+        "Requests a caller may queue for a deployment before Serve refuses them (-1: no limit)."))
     job_timeout = Float(600.0, config=True, help="Seconds a job (or a batch) may run.")
     max_result_bytes = Int(256 << 20, config=True, help="Largest result a job may return, in bytes.")
     max_frame_bytes = Int(256 << 20, config=True, help="Largest websocket message accepted, in bytes.")
@@ -139,10 +157,25 @@ class NNsightHost(ExtensionApp):
 
     @validate("backend")
     def _check_backend(self, proposal):
-        if proposal["value"] != "local":
-            raise ValueError(f'NNsightHost.backend {proposal["value"]!r} is not available in this release: '
-                             'use "local" (the Ray Serve backend implements server.worker.Worker later)')
+        if proposal["value"] not in ("local", "ray"):
+            raise TraitError(f'NNsightHost.backend must be "local" or "ray", got {proposal["value"]!r}')
         return proposal["value"]
+
+    def worker_factory(self):
+        """What makes each model's worker: a local process, or (backend "ray") a Ray Serve deployment."""
+        from .worker import LocalWorker
+
+        if self.backend != "ray":
+            return LocalWorker
+        from functools import partial
+
+        from .ray_backend import RaySettings, RayWorker
+
+        settings = RaySettings(address=self.ray_address, num_cpus=self.ray_num_cpus or None,
+                               num_replicas=self.num_replicas, ray_actor_options=dict(self.ray_actor_options),
+                               max_ongoing_requests=max(2, self.max_ongoing_requests),
+                               max_queued_requests=self.max_queued_requests, start_timeout=self.ray_start_timeout)
+        return partial(RayWorker, settings=settings)
 
     def specs(self) -> dict[str, ModelSpec]:
         specs = {}
@@ -153,9 +186,11 @@ class NNsightHost(ExtensionApp):
                 raise ValueError(f"NNsightHost.models[{name!r}] needs a 'source'")
             specs[name] = ModelSpec(name=name, source=entry["source"], dtype=entry.get("dtype", "float32"),
                                     device_map=entry.get("device_map"), threads=entry.get("threads"),
+                                    max_memory=entry.get("max_memory"), offload_dir=entry.get("offload_dir"),
                                     max_result_bytes=self.max_result_bytes,
                                     max_job_memory_bytes=self.max_job_memory_bytes or None,
-                                    max_log_bytes=self.max_log_bytes or None)
+                                    max_log_bytes=self.max_log_bytes or None,
+                                    extra={"ray": {k: entry[k] for k in RAY_PER_MODEL if k in entry}})
         return specs
 
     def job_store_path(self) -> Path:
@@ -176,8 +211,6 @@ class NNsightHost(ExtensionApp):
         return path
 
     def initialize_settings(self) -> None:
-        from .worker import LocalWorker
-
         limits = dict(job_timeout=self.job_timeout, max_queued_per_user=self.max_queued_per_user,
                       max_batch_jobs=self.max_batch_jobs, max_batch_invokes=self.max_batch_invokes,
                       max_graph_nodes=self.max_graph_nodes, max_graph_tensor_bytes=self.max_graph_tensor_bytes,
@@ -189,7 +222,7 @@ class NNsightHost(ExtensionApp):
             self.log.error("nnsight: hosting no models: %s", error)
             self.host = RefusedHost(str(error), **limits)
         else:
-            self.host = Host(store, self.specs(), worker_factory=LocalWorker, **limits)
+            self.host = Host(store, self.specs(), worker_factory=self.worker_factory(), **limits)
         self.settings.update({"nnsight_host": self.host, "nnsight_backend": self.backend,
                               "nnsight_max_frame_bytes": self.max_frame_bytes})
         if not self.models:
@@ -217,3 +250,7 @@ class NNsightHost(ExtensionApp):
 
     async def stop_extension(self) -> None:
         self.host.stop()
+        if self.backend == "ray":
+            from .ray_backend import shutdown
+
+            shutdown()

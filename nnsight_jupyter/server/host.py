@@ -617,7 +617,8 @@ class Host:
             "message": note,
             "models": {name: {"state": m.state, "error": m.error, "queued": len(m.queue),
                               "running": len(m.busy.job_ids) if m.busy else 0, "batches": m.batches,
-                              "worker_pid": getattr(m.worker, "pid", None)}
+                              "worker_pid": getattr(m.worker, "pid", None),
+                              "worker": _worker_status(m.worker)}
                        for name, m in self.models.items()},
             "limits": {"job_timeout": self.job_timeout, "max_queued_per_user": self.max_queued_per_user,
                        "max_batch_jobs": self.max_batch_jobs, "max_batch_invokes": self.max_batch_invokes,
@@ -643,3 +644,9 @@ class Host:
             raise HostError("model_not_ready", f"model {name!r} is {model.state}"
                             + (f": {model.error}" if model.error else ""))
         return {**model.info, "state": model.state}
+
+
+def _worker_status(worker: Any) -> dict:
+    """The backend's view of a model's worker (a Ray deployment's replicas and their state)."""
+    detail = getattr(worker, "status", None)
+    return detail() if callable(detail) else {"backend": "local"}

@@ -72,7 +72,9 @@ class ModelSpec:
     name: str
     source: str
     dtype: str = "float32"
-    device_map: Any = None
+    device_map: Any = None                      # accelerate: "auto" | "balanced" | {...} (models.sharding)
+    max_memory: dict | None = None              # accelerate: {device: "10GiB"}
+    offload_dir: str | None = None              # where weights of modules mapped to "disk" go
     threads: int | None = None
     max_result_bytes: int = 256 << 20
     max_job_memory_bytes: int | None = None     # execution.limits: bytes a job's ops may allocate
@@ -158,7 +160,8 @@ def describe(name: str, model: Any, tokenizer: Any, order: Any) -> dict:
 
 
 def load_model(spec: ModelSpec) -> tuple[Any, Any]:
-    """Load the model for a spec on CPU, then place it with accelerate when a device_map is given."""
+    """Load the model for a spec on CPU, then place it with accelerate when a device_map is given
+    (`models.sharding.place`: device_map, max_memory, offload_dir)."""
     import torch
 
     from ..models import load_pretrained
@@ -166,33 +169,45 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any]:
     dtype = getattr(torch, spec.dtype)
     model, tokenizer = load_pretrained(spec.source, dtype=dtype)
     if spec.device_map is not None:
-        from accelerate import dispatch_model, infer_auto_device_map
+        from ..models.sharding import place
 
-        device_map = spec.device_map
-        if device_map == "auto":
-            device_map = infer_auto_device_map(model)
-        model = dispatch_model(model, device_map=device_map)
+        model = place(model, spec.device_map, spec.max_memory, spec.offload_dir)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model, tokenizer
 
 
-def worker_main(conn: Any, spec: ModelSpec) -> None:
-    """The worker process: load the model, then run batches until told to stop."""
+def load_target(spec: ModelSpec) -> tuple[Any, dict]:
+    """In a worker (a process, or a Ray Serve replica): threads and limits set, the model loaded and
+    placed, its execution order recorded; (the execution target, the "ready" info for the host)."""
     import torch
 
     from ..execution import limits
+    from ..execution.batching import LanguageTarget
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
     limits.configure(max_job_memory_bytes=spec.max_job_memory_bytes, max_log_bytes=spec.max_log_bytes)
-    try:
-        from ..execution.batching import LanguageTarget
+    model, tokenizer = load_model(spec)
+    target = LanguageTarget(model, tokenizer)
+    target.record_order(layouts=True)
+    return target, describe(spec.name, model, tokenizer, target.order)
 
-        model, tokenizer = load_model(spec)
-        target = LanguageTarget(model, tokenizer)
-        target.record_order(layouts=True)
-        conn.send({"type": "ready", "info": describe(spec.name, model, tokenizer, target.order)})
+
+def serve_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled: set[str]) -> dict:
+    """The "done" report of a batch message; a bug fails the batch's jobs, never the worker."""
+    try:
+        return run_batch(message, target, spec, conn, cancelled)
+    except Exception as error:  # noqa: BLE001 - a bug fails this batch's jobs, never the worker
+        return {"type": "done", "batch_id": message["batch_id"],
+                "jobs": {job["job_id"]: _failure(_internal(error)) for job in message["jobs"]}}
+
+
+def worker_main(conn: Any, spec: ModelSpec) -> None:
+    """The worker process: load the model, then run batches until told to stop."""
+    try:
+        target, info = load_target(spec)
+        conn.send({"type": "ready", "info": info})
     except BaseException as error:  # noqa: BLE001 - report any load failure to the host
         conn.send({"type": "failed", "error": f"{type(error).__name__}: {error}"})
         return
@@ -219,12 +234,7 @@ def worker_main(conn: Any, spec: ModelSpec) -> None:
         if message["type"] == "stop":
             return
         if message["type"] == "batch":
-            try:
-                report = run_batch(message, target, spec, conn, cancelled)
-            except Exception as error:  # noqa: BLE001 - a bug fails this batch's jobs, never the worker
-                report = {"type": "done", "batch_id": message["batch_id"],
-                          "jobs": {job["job_id"]: _failure(_internal(error)) for job in message["jobs"]}}
-            conn.send(report)
+            conn.send(serve_batch(message, target, spec, conn, cancelled))
 
 
 def _internal(error: BaseException) -> Exception:

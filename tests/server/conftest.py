@@ -29,11 +29,13 @@ class JupyterHost(HostProcess):
     def __init__(self, root: Path, models: dict, **host_config):
         super().__init__(root, models, USERS, ADMIN_TOKEN, **host_config)
 
+    start_timeout = 120.0      # seconds to wait for the models (a Ray host: longer)
+
     def start(self, wait_ready: bool = True) -> "JupyterHost":
         super().start()
         if wait_ready:
             try:
-                self.wait_ready(timeout=120)
+                self.wait_ready(timeout=self.start_timeout)
             except BaseException:
                 self.stop()          # a server that never got ready must not outlive its test
                 raise
@@ -128,13 +130,35 @@ def connect_as(jupyter_host, monkeypatch):
         connection.close()
 
 
+#: The host's backends; every test of the shared host runs on each. The Ray ones are marked `ray`.
+BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
+#: A local Ray of 2 CPUs on 127.0.0.1, started by the host (Serve can take 45 s to start when the machine is busy).
+RAY_CONFIG = {"backend": "ray", "ray_num_cpus": 2}
+
+
+def _backend_config(backend: str) -> dict:
+    """NNsightHost settings of a backend (skips the test when Ray Serve is not installed)."""
+    if backend != "ray":
+        return {}
+    pytest.importorskip("ray.serve", reason='the Ray backend needs pip install ".[ray]"')
+    return dict(RAY_CONFIG)
+
+
 @pytest.fixture(scope="session")
-def jupyter_host(tmp_path_factory, tiny_model_dir):
-    """One shared server for the tests that don't break it (threads=1 worker)."""
-    host = JupyterHost(tmp_path_factory.mktemp("host"),
+def backend_config():
+    """backend_config("local" | "ray") -> NNsightHost settings for make_host (skips without Ray Serve)."""
+    return _backend_config
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def jupyter_host(request, tmp_path_factory, tiny_model_dir):
+    """One shared server for the tests that don't break it (threads=1 worker), once per backend."""
+    host = JupyterHost(tmp_path_factory.mktemp(f"host-{request.param}"),
                        {"tiny": {"source": str(tiny_model_dir), "threads": 1}},
-                       max_queued_per_user=40, max_frame_bytes=4_000_000).start()
-    yield host
+                       max_queued_per_user=40, max_frame_bytes=4_000_000, **_backend_config(request.param))
+    host.start_timeout = 240 if request.param == "ray" else 120
+    host.backend = request.param
+    yield host.start()
     host.stop()
 
 
@@ -148,6 +172,8 @@ def make_host(tmp_path, tiny_model_dir):
                            models if models is not None else {"tiny": {"source": str(tiny_model_dir), "threads": 1}},
                            **config)
         (host.root).mkdir(parents=True, exist_ok=True)
+        if config.get("backend") == "ray":
+            host.start_timeout = 240.0
         hosts.append(host)
         return host.start() if start else host
 

@@ -26,5 +26,5 @@ def test_bad_models_and_backend_are_refused():
     app.models = {"b": {"dtype": "float32"}}
     with pytest.raises(ValueError, match="needs a 'source'"):
         app.specs()
-    with pytest.raises((TraitError, ValueError), match="not available in this release"):
+    with pytest.raises((TraitError, ValueError), match='"local" or "ray"'):
         app.backend = "spark"

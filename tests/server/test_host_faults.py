@@ -3,6 +3,7 @@
 import os
 import signal
 
+import pytest
 import torch
 
 from nnsight_jupyter.graph.codec import decode_values
@@ -57,8 +58,10 @@ def test_time_limit_stops_the_job_and_the_host_goes_on(make_host, graph_of):
     assert _wait_status(client, next_job, "error")["type"] == "result"
 
 
-def test_worker_killed_mid_job_is_requeued_once(make_host, graph_of, tiny_local):
-    host = make_host()
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_worker_killed_mid_job_is_requeued_once(make_host, graph_of, tiny_local, backend, backend_config):
+    """A local worker process, or the Ray Serve replica running the job (backend "ray"), killed mid-job."""
+    host = make_host(**backend_config(backend))
     client = host.socket("token-bob")
     body, n = _generation(400)
     client.submit(graph_of(body, kind="generate", max_new_tokens=n))
