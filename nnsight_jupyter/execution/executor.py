@@ -86,6 +86,7 @@ class _Executor:
         self.failed: dict[int, NNsightError] = {}
         self.group_logs: dict[int, list[tuple[str, str]]] = {}
         self.values: dict[int, Any] = {}
+        self.cached: set[int] = set()       # cache nodes: their saved lists hold references until the end
         self.result = Result()
         self.weights: frozenset[int] | None = None
         self.budget = new_budget()          # per-job memory and log limits (None: none set, no accounting)
@@ -110,6 +111,8 @@ class _Executor:
                 self._hand_over(run_plan.run.id, crossings[run_plan.run.id], kept)
             batch = batches.get(run_plan.run.id) or self._batch(run_plan.run)
             self._run(run_plan, batch)
+        for node_id in self.cached:        # cache entries as the trace left them (nnsight keeps references)
+            self.result.saved[node_id] = [_cache_copy(value) for value in self.result.saved[node_id]]
         return self.result
 
     def _hand_over(self, run_id: int, crossing: tuple[frozenset[int], bool], kept: dict[int, Any]) -> None:
@@ -222,7 +225,7 @@ class _Executor:
         repeat = self.plan.repeat.get((path, call, kind))
         if repeat:
             nodes = [*nodes, *(n for n in repeat if n.step <= self.step)]
-            nodes.sort(key=lambda n: n.id)
+            nodes.sort(key=_program_order)          # unordered nodes (cache entries) last
         return nodes
 
     def _pre_hook(self, path: str):
@@ -545,11 +548,19 @@ class _Executor:
         return tensor.detach()
 
     def _cache_output(self, node: Node, frame: _Frame) -> Any:
-        value = self.result.saved[node.id] = _snapshot(self._read_output(node, frame))
-        return value
+        return self._cache_call(node, frame.value, "output", self.count_out)
 
     def _cache_inputs(self, node: Node, frame: _Frame) -> Any:
-        value = self.result.saved[node.id] = _snapshot(self._read_inputs(node, frame))
+        return self._cache_call(node, (tuple(frame.args), dict(frame.kwargs or {})), "input", self.count_in)
+
+    def _cache_call(self, node: Node, value: Any, kind: str, counts: dict[str, int]) -> Any:
+        """One more call of a cached module (a cache node runs at every call, `planner`): its saved
+        value is the list of every call's copy, each seen through that call's layout."""
+        if not self.batch.spans[node.invoke].full:
+            path = node.module or ""
+            value = self._view(node, value, self.layouts.get((path, counts.get(path, 1) - 1, kind)))
+        self.result.saved.setdefault(node.id, []).append(value)    # copied when the run ends (`run`)
+        self.cached.add(node.id)
         return value
 
     # -- results
@@ -640,6 +651,11 @@ class _Executor:
 
 
 _CONSTANT = frozenset({int, float, str, bool, type(None), torch.Tensor})
+
+
+def _program_order(node: Node) -> tuple[bool, int]:
+    """Nodes at one moment run in program order, unordered ones (cache entries) after the others."""
+    return (not OPS[node.op].ordered, node.id)
 # Model ops that may copy into the module value they are anchored at (for part of the batch): they
 # write the part of the module's value their hook holds (a skip writes an output it has not yet).
 _HELD = {("output", "output"), ("input", "input"), ("input", "inputs")}     # (Op.anchor, Op.part)
@@ -743,6 +759,27 @@ def _snapshot(value: Any) -> Any:
         except TypeError:
             return snap
     return value
+
+
+_PLAIN_VALUES = (torch.Tensor, torch.Size, torch.dtype, torch.device, int, float, str, bool, type(None), slice)
+
+
+def _cache_copy(value: Any) -> Any:
+    """A cache entry's copy: tensors copied (`_snapshot`), containers rebuilt, and objects that are
+    neither (a KV cache in a model output or a layer's keyword arguments) named, not kept: one
+    copy per entry would multiply the result's size, and they cannot travel from a host."""
+    if isinstance(value, _PLAIN_VALUES):
+        return _snapshot(value)
+    if isinstance(value, dict):
+        plain = {k: _cache_copy(v) for k, v in value.items()}
+        try:
+            return type(value)(**plain) if type(value) is not dict else plain
+        except TypeError:
+            return plain
+    if isinstance(value, (tuple, list)):
+        items = [_cache_copy(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else (list if isinstance(value, list) else tuple)(items)
+    return f"<{type(value).__name__}: not kept by tracer.cache(); save it with .save() instead>"
 
 
 def _setitem_mismatch(node: Node, source: Node | None, args: tuple) -> ShapeMismatchError | None:

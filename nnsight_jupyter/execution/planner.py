@@ -97,6 +97,8 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
     cursor: dict[tuple[int, int], tuple] = {}
     grad_anchor_target: dict[tuple, int] = {}
     last_grad: dict[tuple[int, int, Any], tuple[Node, tuple]] = {}    # (run, invoke, backward) -> node, anchor
+    unordered: set[int] = set()
+    last: list[tuple[RunPlan, Any, Node]] = []    # unordered nodes: placed after every other node of their moment
     for node in graph.nodes:
         run_plan = plans[node.run]
         key = (node.run, node.invoke)
@@ -106,10 +108,21 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
             found = refs_of(node.args, [])
             node.refs = tuple(refs_of(node.kwargs, found) if node.kwargs else found)
         for ref in node.refs:
+            if ref in unordered:
+                raise ExecutionError(
+                    f"{node.op} uses a tracer.cache() entry inside the trace; a cache fills as the model runs "
+                    "and is read after the trace", where=node.line,
+                    fix="Use the module's .output (or .input) inside the trace. Nothing was run.")
             if run_of.get(ref) == node.run and anchors[ref] > dep:
                 dep, dep_node = anchors[ref], ref
         op = OPS[node.op]
         kind = op.anchor
+        if kind in MODULE_EVENTS and not op.ordered:
+            anchors[node.id] = START
+            unordered.add(node.id)              # nothing may read a cache entry inside the trace
+            run_of[node.id] = node.run
+            _place_every_call(run_plan, node, kind, orders[node.run], last)
+            continue
         if kind in MODULE_EVENTS:
             anchor = _event_anchor(node, kind, orders[node.run], graph)
             if op.ordered:
@@ -146,7 +159,23 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
         if op.ordered:
             cursor[key] = anchor
         _place(run_plan, node, op, anchor, orders[node.run], grad_anchor_target)
+    for run_plan, key, node in last:
+        table = run_plan.repeat if node.repeat else run_plan.events
+        table.setdefault(key, []).append(node)
     return [plans[run.id] for run in graph.runs]
+
+
+def _place_every_call(run_plan: RunPlan, node: Node, kind: str, order: ExecutionOrder,
+                      last: list[tuple[RunPlan, Any, Node]]) -> None:
+    """An unordered module op (a `tracer.cache()` entry) runs at every call of its module (every
+    generation step too when it repeats), after the other nodes there; a module that never runs
+    gets nothing (its value is reported missing, and the cache has no entry for it)."""
+    path = node.module or ""
+    for call in range(order.calls.get(path, 0)):
+        if (path, call, kind) not in order.position:
+            continue
+        run_plan.last_step = max(run_plan.last_step, node.step)
+        last.append((run_plan, (path, call, kind) if node.repeat else (node.step, path, call, kind), node))
 
 
 def _index(graph: Graph, node_id: int | None) -> int:
