@@ -593,13 +593,25 @@ class _Executor:
 
     # -- gradients
     def _backward(self, node: Node, frame: Any) -> None:
-        loss = self._resolve(node.args[0])
+        loss, gradient, retain_graph = (*self._resolve(node.args), None, None)[:3]
         if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
             raise ExecutionError(
                 "backward() needs a tensor that depends on the model's activations; this one does not "
                 "require grad", shapes={"loss": tuple(loss.shape)} if isinstance(loss, torch.Tensor) else None,
                 fix="Compute the loss from module outputs inside the trace, not from a saved copy.")
-        targets = [t for t, nodes in self.plan.grads.items() if any(n.backward == node.id for n in nodes)]
+        if gradient is None and loss.numel() != 1:
+            raise ShapeMismatchError(
+                f"backward() of a loss of shape {tuple(loss.shape)} needs gradient= (a tensor of that "
+                "shape), as in torch", shapes={"loss": tuple(loss.shape)},
+                fix="Reduce it first (loss.sum().backward()) or pass gradient=torch.ones_like(loss).")
+        if gradient is not None and (not isinstance(gradient, torch.Tensor) or gradient.shape != loss.shape):
+            written = tuple(gradient.shape) if isinstance(gradient, torch.Tensor) else type(gradient).__name__
+            raise ShapeMismatchError(
+                f"backward(gradient=...) has shape {written}; the loss has shape {tuple(loss.shape)}",
+                shapes={"loss": tuple(loss.shape)}, fix=f"Pass a tensor of shape {tuple(loss.shape)}.")
+        # This pass's nodes only: a value's gradient hook serves every backward pass of the trace.
+        mine = {t: [n for n in nodes if n.backward == node.id] for t, nodes in self.plan.grads.items()}
+        targets = [t for t, nodes in mine.items() if nodes]
         handles = []
         self.grads: dict[int, torch.Tensor] = {}
         try:
@@ -608,8 +620,15 @@ class _Executor:
                 if not isinstance(tensor, torch.Tensor) or not tensor.requires_grad:
                     raise ExecutionError(f"the value of node %{target} does not take part in the gradient",
                                          fix="Read .grad only of values the loss is computed from.")
-                handles.append(tensor.register_hook(self._grad_hook(target, self.plan.grads[target])))
-            torch.autograd.grad(loss, [self.values[t] for t in targets] or [loss], allow_unused=True)
+                handles.append(tensor.register_hook(self._grad_hook(target, mine[target])))
+            torch.autograd.grad(loss, [self.values[t] for t in targets] or [loss], grad_outputs=gradient,
+                                retain_graph=retain_graph, allow_unused=True)
+        except RuntimeError as error:
+            if "backward through the graph a second time" not in str(error):
+                raise
+            raise ExecutionError(
+                "a second backward pass through the same forward pass: the first freed its graph",
+                fix="Pass retain_graph=True to every backward() but the last, as in torch.") from None
         finally:
             for handle in handles:
                 handle.remove()
@@ -624,6 +643,24 @@ class _Executor:
             self.grads[target] = frame.grad
             return frame.grad
         return hook
+
+    def _require_grad(self, node: Node, frame: Any) -> Any:
+        """`h.requires_grad_()`: make an activation require grad (never a weight); the value itself."""
+        value = self._resolve(node.args[0])
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ExecutionError(f"requires_grad_() needs a floating-point tensor, got {kind}",
+                                 fix="Call it on an activation (a module's output or input).")
+        self._check_not_weight(value, node)
+        if not value.requires_grad and torch.is_grad_enabled():
+            if value.grad_fn is None:
+                value.requires_grad_(True)
+        return value
+
+    def _keep_grad(self, node: Node, frame: _GradFrame) -> Any:
+        """retain_grad(): a copy of the gradient as it finally flows on (after the block's writes)."""
+        value = self.result.saved[node.id] = _snapshot(frame.grad)
+        return value
 
     def _grad(self, node: Node, frame: _GradFrame) -> Any:
         target = node.args[0].id
@@ -667,7 +704,8 @@ _HANDLERS = {
     "module.set_output": "_set_output", "module.set_input": "_set_input", "module.set_inputs": "_set_inputs",
     "module.skip": "_skip", "cache.output": "_cache_output", "cache.inputs": "_cache_inputs",
     "module.call": "_call_module", "module.param": "_param", "grad": "_grad", "set_grad": "_set_grad",
-    "backward": "_backward", "save": "_save", "log": "_log", "tracer.result": "_result",
+    "backward": "_backward", "grad.require": "_require_grad", "grad.keep": "_keep_grad",
+    "save": "_save", "log": "_log", "tracer.result": "_result",
 }
 if set(_HANDLERS) != set(MODEL_OPS) or not all(hasattr(_Executor, m) for m in _HANDLERS.values()):
     raise ImportError("execution.executor: the model ops of graph.ops.MODEL_OPS and their handlers "

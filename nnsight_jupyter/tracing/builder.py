@@ -40,6 +40,7 @@ class GraphBuilder:
         self.model = model
         self.graph = Graph(model=model._name)
         self.saved: list[Proxy] = []
+        self.retained: dict[int, tuple[Proxy, list[Proxy]]] = {}   # retain_grad(): value -> its grad.keep nodes
         self.closed = False
         self.result: Result | None = None
         self._tracers: list["Tracer"] = []
@@ -115,6 +116,10 @@ class GraphBuilder:
                 proxy._set(READY, self.result.saved[proxy._save_id])
             elif proxy._save_id in self.result.missing:
                 proxy._set(MISSING, self.result.missing[proxy._save_id])
+        if self.retained:
+            from .grads import attach_retained
+
+            attach_retained(self)
         return self.result
 
     def rebind(self, frame: Any) -> None:
