@@ -4,8 +4,8 @@ The graph runs as a trace does (batching, hooks, every node), inside torch's `Fa
 tensors carry shape and dtype but no data, so nothing is computed and no memory is allocated for
 activations. While it runs, every module's output shape is recorded (`shapes`: path -> the shape,
 a tuple / dict of shapes for tuple or `ModelOutput` outputs, a list when a module runs several
-times). Saved values come back as meta tensors (shape, dtype, no data). A model whose weights
-live on a host (a weightless skeleton on the meta device) scans here: its inputs are moved to meta.
+times). Saved values come back as meta tensors (shape, dtype, no data). A model loaded on the
+meta device (weights not materialised) scans too: its inputs are moved to meta.
 """
 
 from __future__ import annotations

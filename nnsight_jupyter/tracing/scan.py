@@ -7,8 +7,8 @@
     model.scan("The Eiffel Tower is in").shapes              # the same, without a `with` block
 
 The body is traced like any trace and runs on this machine through `execution.scan.ScanRunner`
-(the model's own module tree, under `FakeTensorMode`), also for a model that lives on a host (its
-weightless module tree scans here): nothing is sent, no weights are needed.
+(the model's own code, under `FakeTensorMode`): nothing is sent. A model from `connect().model()`
+has its module tree here but not its code, so it cannot be scanned (a clear error says so).
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ class ScanTracer(Tracer):
     def __init__(self, model: "NNsight", args: tuple, kwargs: dict, runner: "Runner"):
         if not args and not kwargs:
             raise TracingError("model.scan(...) needs an input: model.scan(\"The Eiffel Tower is in\")")
+        if model._host is not None:
+            raise TracingError(
+                f"model.scan(...) runs the model's own code under fake tensors, and {model._name} lives on a "
+                "host: this kernel has its module tree but not its code",
+                fix="Scan a local copy of the model (LanguageModel(\"<dir or name>\").scan(...)), or run a "
+                    "trace on the host and save the shapes you need (h.shape.save()).")
         super().__init__(model, "trace", args, kwargs, {}, runner)
         self._scanned = False
 
