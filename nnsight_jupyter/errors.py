@@ -144,6 +144,10 @@ class ModuleIndexError(NNsightError, IndexError):
     """An index past the end of a module list (`layers[99]`)."""
 
 
+class CacheKeyError(NNsightError, KeyError):
+    """A key that a `tracer.cache()` mapping does not hold (a module not cached, or that never ran)."""
+
+
 class OutOfOrderError(NNsightError):
     """A trace touches modules in an order the model cannot run them in (found before it runs)."""
 

@@ -94,7 +94,8 @@ def test_execution_never_imports_tracing_client_or_server():
 
 
 def test_tracing_knows_runners_only_through_the_protocol():
-    allowed = {f"{ROOT}.execution", f"{ROOT}.execution.batching", f"{ROOT}.execution.runner"}
+    allowed = {f"{ROOT}.execution", f"{ROOT}.execution.batching", f"{ROOT}.execution.runner",
+               f"{ROOT}.execution.scan"}
     assert offending("tracing", lambda d: any(_in(d, p) for p in ("client", "server", "notebook", "patching"))) == []
     assert offending("tracing", lambda d: _in(d, "execution") and d not in allowed) == []
     # the graph builder and the tracers name no runner at all

@@ -90,6 +90,7 @@ class _Executor:
         self.failed: dict[int, NNsightError] = {}
         self.group_logs: dict[int, list[tuple[str, str]]] = {}
         self.values: dict[int, Any] = {}
+        self.cached: set[int] = set()       # cache nodes: their saved lists hold references until the end
         self.result = Result()
         self.weights: frozenset[int] | None = None
         self.budget = new_budget()          # per-job memory and log limits (None: none set, no accounting)
@@ -117,6 +118,9 @@ class _Executor:
                 self._hand_over(run_plan.run.id, crossings[run_plan.run.id], kept)
             batch = batches.get(run_plan.run.id) or self._batch(run_plan.run)
             self._run(run_plan, batch)
+        copy = (lambda value: to_cpu(_cache_copy(value))) if self.sharded else _cache_copy
+        for node_id in self.cached:        # cache entries as the trace left them (nnsight keeps references)
+            self.result.saved[node_id] = [copy(value) for value in self.result.saved[node_id]]
         return self.result
 
     def _hand_over(self, run_id: int, crossing: tuple[frozenset[int], bool], kept: dict[int, Any]) -> None:
@@ -232,7 +236,7 @@ class _Executor:
         repeat = self.plan.repeat.get((path, call, kind))
         if repeat:
             nodes = [*nodes, *(n for n in repeat if n.step <= self.step)]
-            nodes.sort(key=lambda n: n.id)
+            nodes.sort(key=_program_order)          # unordered nodes (cache entries) last
         return nodes
 
     def _pre_hook(self, path: str):
@@ -573,11 +577,19 @@ class _Executor:
         return tensor.detach()
 
     def _cache_output(self, node: Node, frame: _Frame) -> Any:
-        value = self.result.saved[node.id] = self._saved(self._read_output(node, frame))
-        return value
+        return self._cache_call(node, frame.value, "output", self.count_out)
 
     def _cache_inputs(self, node: Node, frame: _Frame) -> Any:
-        value = self.result.saved[node.id] = self._saved(self._read_inputs(node, frame))
+        return self._cache_call(node, (tuple(frame.args), dict(frame.kwargs or {})), "input", self.count_in)
+
+    def _cache_call(self, node: Node, value: Any, kind: str, counts: dict[str, int]) -> Any:
+        """One more call of a cached module (a cache node runs at every call, `planner`): its saved
+        value is the list of every call's copy, each seen through that call's layout."""
+        if not self.batch.spans[node.invoke].full:
+            path = node.module or ""
+            value = self._view(node, value, self.layouts.get((path, counts.get(path, 1) - 1, kind)))
+        self.result.saved.setdefault(node.id, []).append(value)    # copied when the run ends (`run`)
+        self.cached.add(node.id)
         return value
 
     # -- results
@@ -618,13 +630,25 @@ class _Executor:
 
     # -- gradients
     def _backward(self, node: Node, frame: Any) -> None:
-        loss = self._resolve(node.args[0])
+        loss, gradient, retain_graph = (*self._resolve(node.args), None, None)[:3]
         if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
             raise ExecutionError(
                 "backward() needs a tensor that depends on the model's activations; this one does not "
                 "require grad", shapes={"loss": tuple(loss.shape)} if isinstance(loss, torch.Tensor) else None,
                 fix="Compute the loss from module outputs inside the trace, not from a saved copy.")
-        targets = [t for t, nodes in self.plan.grads.items() if any(n.backward == node.id for n in nodes)]
+        if gradient is None and loss.numel() != 1:
+            raise ShapeMismatchError(
+                f"backward() of a loss of shape {tuple(loss.shape)} needs gradient= (a tensor of that "
+                "shape), as in torch", shapes={"loss": tuple(loss.shape)},
+                fix="Reduce it first (loss.sum().backward()) or pass gradient=torch.ones_like(loss).")
+        if gradient is not None and (not isinstance(gradient, torch.Tensor) or gradient.shape != loss.shape):
+            written = tuple(gradient.shape) if isinstance(gradient, torch.Tensor) else type(gradient).__name__
+            raise ShapeMismatchError(
+                f"backward(gradient=...) has shape {written}; the loss has shape {tuple(loss.shape)}",
+                shapes={"loss": tuple(loss.shape)}, fix=f"Pass a tensor of shape {tuple(loss.shape)}.")
+        # This pass's nodes only: a value's gradient hook serves every backward pass of the trace.
+        mine = {t: [n for n in nodes if n.backward == node.id] for t, nodes in self.plan.grads.items()}
+        targets = [t for t, nodes in mine.items() if nodes]
         handles = []
         self.grads: dict[int, torch.Tensor] = {}
         try:
@@ -633,8 +657,15 @@ class _Executor:
                 if not isinstance(tensor, torch.Tensor) or not tensor.requires_grad:
                     raise ExecutionError(f"the value of node %{target} does not take part in the gradient",
                                          fix="Read .grad only of values the loss is computed from.")
-                handles.append(tensor.register_hook(self._grad_hook(target, self.plan.grads[target])))
-            torch.autograd.grad(loss, [self.values[t] for t in targets] or [loss], allow_unused=True)
+                handles.append(tensor.register_hook(self._grad_hook(target, mine[target])))
+            torch.autograd.grad(loss, [self.values[t] for t in targets] or [loss], grad_outputs=gradient,
+                                retain_graph=retain_graph, allow_unused=True)
+        except RuntimeError as error:
+            if "backward through the graph a second time" not in str(error):
+                raise
+            raise ExecutionError(
+                "a second backward pass through the same forward pass: the first freed its graph",
+                fix="Pass retain_graph=True to every backward() but the last, as in torch.") from None
         finally:
             for handle in handles:
                 handle.remove()
@@ -649,6 +680,24 @@ class _Executor:
             self.grads[target] = frame.grad
             return frame.grad
         return hook
+
+    def _require_grad(self, node: Node, frame: Any) -> Any:
+        """`h.requires_grad_()`: make an activation require grad (never a weight); the value itself."""
+        value = self._resolve(node.args[0])
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ExecutionError(f"requires_grad_() needs a floating-point tensor, got {kind}",
+                                 fix="Call it on an activation (a module's output or input).")
+        self._check_not_weight(value, node)
+        if not value.requires_grad and torch.is_grad_enabled():
+            if value.grad_fn is None:
+                value.requires_grad_(True)
+        return value
+
+    def _keep_grad(self, node: Node, frame: _GradFrame) -> Any:
+        """retain_grad(): a copy of the gradient as it finally flows on (after the block's writes)."""
+        value = self.result.saved[node.id] = _snapshot(frame.grad)
+        return value
 
     def _grad(self, node: Node, frame: _GradFrame) -> Any:
         target = node.args[0].id
@@ -676,6 +725,11 @@ class _Executor:
 
 
 _CONSTANT = frozenset({int, float, str, bool, type(None), torch.Tensor})
+
+
+def _program_order(node: Node) -> tuple[bool, int]:
+    """Nodes at one moment run in program order, unordered ones (cache entries) after the others."""
+    return (not OPS[node.op].ordered, node.id)
 # Model ops that may copy into the module value they are anchored at (for part of the batch): they
 # write the part of the module's value their hook holds (a skip writes an output it has not yet).
 _HELD = {("output", "output"), ("input", "input"), ("input", "inputs")}     # (Op.anchor, Op.part)
@@ -687,7 +741,8 @@ _HANDLERS = {
     "module.set_output": "_set_output", "module.set_input": "_set_input", "module.set_inputs": "_set_inputs",
     "module.skip": "_skip", "cache.output": "_cache_output", "cache.inputs": "_cache_inputs",
     "module.call": "_call_module", "module.param": "_param", "grad": "_grad", "set_grad": "_set_grad",
-    "backward": "_backward", "save": "_save", "collect": "_save", "log": "_log", "tracer.result": "_result",
+    "backward": "_backward", "grad.require": "_require_grad", "grad.keep": "_keep_grad",
+    "save": "_save", "collect": "_save", "log": "_log", "tracer.result": "_result",
 }
 if set(_HANDLERS) != set(MODEL_OPS) or not all(hasattr(_Executor, m) for m in _HANDLERS.values()):
     raise ImportError("execution.executor: the model ops of graph.ops.MODEL_OPS and their handlers "
@@ -779,6 +834,27 @@ def _snapshot(value: Any) -> Any:
         except TypeError:
             return snap
     return value
+
+
+_PLAIN_VALUES = (torch.Tensor, torch.Size, torch.dtype, torch.device, int, float, str, bool, type(None), slice)
+
+
+def _cache_copy(value: Any) -> Any:
+    """A cache entry's copy: tensors copied (`_snapshot`), containers rebuilt, and objects that are
+    neither (a KV cache in a model output or a layer's keyword arguments) named, not kept: one
+    copy per entry would multiply the result's size, and they cannot travel from a host."""
+    if isinstance(value, _PLAIN_VALUES):
+        return _snapshot(value)
+    if isinstance(value, dict):
+        plain = {k: _cache_copy(v) for k, v in value.items()}
+        try:
+            return type(value)(**plain) if type(value) is not dict else plain
+        except TypeError:
+            return plain
+    if isinstance(value, (tuple, list)):
+        items = [_cache_copy(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else (list if isinstance(value, list) else tuple)(items)
+    return f"<{type(value).__name__}: not kept by tracer.cache(); save it with .save() instead>"
 
 
 def _setitem_mismatch(node: Node, source: Node | None, args: tuple) -> ShapeMismatchError | None:

@@ -5,7 +5,8 @@ Each node gets an *anchor*, a sortable tuple:
 * ``(0, 0, 0)``          before the forward pass (nodes that depend on nothing from the model);
 * ``(1, step, pos)``     at event `pos` of the recorded execution order, in generation step `step`;
 * ``(2, 0, 0)``          after the forward pass (``tracer.result``, ``backward``, code after ``tracer.all()``);
-* ``(3, -step, -pos)``   during backward, when the gradient of a value anchored at (1, step, pos) arrives.
+* ``(3, b, -step, -pos)`` during backward pass `b` (its node id), when the gradient of a value anchored
+  at (1, step, pos) arrives; code after a backward block runs after that pass, in program order.
 
 Code in one invoke runs in program order: every node is anchored no earlier than the node before it
 in its invoke (its *cursor*) and no earlier than the values it uses. A module access is anchored at
@@ -99,6 +100,8 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
     cursor: dict[tuple[int, int], tuple] = {}
     grad_anchor_target: dict[tuple, int] = {}
     last_grad: dict[tuple[int, int, Any], tuple[Node, tuple]] = {}    # (run, invoke, backward) -> node, anchor
+    unordered: set[int] = set()
+    last: list[tuple[RunPlan, Any, Node]] = []    # unordered nodes: placed after every other node of their moment
     for node in graph.nodes:
         run_plan = plans[node.run]
         key = (node.run, node.invoke)
@@ -108,10 +111,21 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
             found = refs_of(node.args, [])
             node.refs = tuple(refs_of(node.kwargs, found) if node.kwargs else found)
         for ref in node.refs:
+            if ref in unordered:
+                raise ExecutionError(
+                    f"{node.op} uses a tracer.cache() entry inside the trace; a cache fills as the model runs "
+                    "and is read after the trace", where=node.line,
+                    fix="Use the module's .output (or .input) inside the trace. Nothing was run.")
             if run_of.get(ref) == node.run and anchors[ref] > dep:
                 dep, dep_node = anchors[ref], ref
         op = OPS[node.op]
         kind = op.anchor
+        if kind in MODULE_EVENTS and not op.ordered:
+            anchors[node.id] = START
+            unordered.add(node.id)              # nothing may read a cache entry inside the trace
+            run_of[node.id] = node.run
+            _place_every_call(run_plan, node, kind, orders[node.run], last)
+            continue
         if kind in MODULE_EVENTS:
             anchor = _event_anchor(node, kind, orders[node.run], graph)
             if op.ordered:
@@ -128,7 +142,13 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
                     ".grad of a value that is not computed in the forward pass", where=node.line,
                     fix="Read .grad of module values (h = model.layers[0].output) or values computed from "
                         "them inside the trace. Nothing was run.")
-            anchor = (3, -t_anchor[1], -t_anchor[2])
+            anchor = (3, node.backward, -t_anchor[1], -t_anchor[2])
+            if not op.ordered:                  # a retained gradient: after the block's own nodes
+                anchors[node.id] = anchor
+                run_of[node.id] = node.run
+                run_plan.needs_grad = True
+                last.append((run_plan, target, node))
+                continue
             grad_key = (node.run, node.invoke, node.backward)
             previous = last_grad.get(grad_key)
             if previous is not None and anchor < previous[1]:
@@ -148,7 +168,26 @@ def plan(graph: Graph, orders: dict[int, ExecutionOrder]) -> list[RunPlan]:
         if op.ordered:
             cursor[key] = anchor
         _place(run_plan, node, op, anchor, orders[node.run], grad_anchor_target)
+    for run_plan, key, node in last:
+        if OPS[node.op].anchor == "gradient":
+            table = run_plan.grads
+        else:
+            table = run_plan.repeat if node.repeat else run_plan.events
+        table.setdefault(key, []).append(node)
     return [plans[run.id] for run in graph.runs]
+
+
+def _place_every_call(run_plan: RunPlan, node: Node, kind: str, order: ExecutionOrder,
+                      last: list[tuple[RunPlan, Any, Node]]) -> None:
+    """An unordered module op (a `tracer.cache()` entry) runs at every call of its module (every
+    generation step too when it repeats), after the other nodes there; a module that never runs
+    gets nothing (its value is reported missing, and the cache has no entry for it)."""
+    path = node.module or ""
+    for call in range(order.calls.get(path, 0)):
+        if (path, call, kind) not in order.position:
+            continue
+        run_plan.last_step = max(run_plan.last_step, node.step)
+        last.append((run_plan, (path, call, kind) if node.repeat else (node.step, path, call, kind), node))
 
 
 def _index(graph: Graph, node_id: int | None) -> int:
@@ -194,9 +233,12 @@ def _place(run_plan: RunPlan, node: Node, op: Any, anchor: tuple, order: Executi
     elif stage == 2:
         run_plan.after.append(node)
     else:
+        if node.backward != anchor[1] and OPS[node.op].anchor != "gradient":
+            run_plan.after.append(node)         # after a backward block (or before its first gradient)
+            return
         target = grad_targets.get(anchor)
         if target is None:  # anchored after a grad event by its cursor: run with the latest grad target
-            target = grad_targets[max(k for k in grad_targets if k <= anchor)]
+            target = grad_targets[max(k for k in grad_targets if k <= anchor and k[1] == node.backward)]
         run_plan.grads.setdefault(target, []).append(node)
 
 

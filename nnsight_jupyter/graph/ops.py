@@ -226,7 +226,11 @@ MODEL_OPS: dict[str, Op] = {op.name: op for op in (
     # gradients (inside `with loss.backward():`): they run alone
     _model("grad", anchor="gradient", merges=False, borrows=True),                     # read a value's gradient
     _model("set_grad", anchor="gradient", writes=_FRAME, merges=False, borrows=True),  # replace it, further back
-    _model("backward", anchor="end", runs_backward=True, merges=False, borrows=True),  # from a scalar
+    _model("backward", anchor="end", runs_backward=True, merges=False, borrows=True,   # (loss, gradient,
+           arity=(1, 3)),                                                              # retain_graph)
+    _model("grad.require", merges=False, borrows=True, arity=(1, 1)),   # requires_grad_(): the value itself
+    # retain_grad(): a copy of a value's gradient as it finally arrives (after the block's writes)
+    _model("grad.keep", anchor="gradient", ordered=False, merges=False, saves=True, arity=(1, 1)),
     # results
     _model("save", saves=True),                      # keep a value past the trace (recorded where it is saved)
     # a value stored in a saved list or dict (tracing.containers): kept where it is computed

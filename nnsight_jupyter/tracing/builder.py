@@ -44,6 +44,7 @@ class GraphBuilder:
         self.saved: list[Proxy] = []
         self.containers: list[Any] = []          # saved lists and dicts (tracing.containers)
         self.per_step: dict[int, list] = {}      # save id -> its values, one per step (repeated blocks)
+        self.retained: dict[int, tuple[Proxy, list[Proxy]]] = {}   # retain_grad(): value -> its grad.keep nodes
         self.closed = False
         self.result: Result | None = None
         self.failure: BaseException | None = None     # why the request failed (its proxies say so)
@@ -149,6 +150,10 @@ class GraphBuilder:
             elif save_id in self.result.missing:
                 proxy._set(MISSING, self.result.missing[save_id])
         containers.resolve(self)
+        if self.retained:
+            from .grads import attach_retained
+
+            attach_retained(self)
         return self.result
 
     def rebind(self, frame: Any) -> None:

@@ -101,6 +101,16 @@ class Envoy:
     def __repr__(self) -> str:
         return repr(self._module)
 
+    def __dir__(self) -> list[str]:
+        """Tab completion (IPython's jedi completer calls it): the submodules, parameters and buffers,
+        the module's own data attributes (`config`, `head_dim`: the envoy forwards them) and the
+        envoy's API (`output`, `input`, `skip`, `trace`, ...), as nnsight's envoys list them."""
+        module = self._module
+        names = {*module._modules, *module._parameters, *module._buffers}
+        names.update(n for n, v in vars(module).items() if not n.startswith("_") and not callable(v))
+        names.update(n for n in object.__dir__(self) if not n.startswith("_"))
+        return sorted(n for n in names if n.isidentifier())
+
     def _where(self) -> str:
         return self._path or "model"
 

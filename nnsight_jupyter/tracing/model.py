@@ -14,10 +14,12 @@ import torch
 from ..errors import TracingError
 from ..execution.batching import LanguageTarget, ModuleTarget
 from ..execution.runner import LocalRunner
+from ..execution.scan import ScanRunner
 from ..graph.order import ExecutionOrder
 from ..graph.runner import Runner
 from .envoy import Envoy
 from .remote import remote_runner
+from .scan import ScanTracer
 from .tracer import Session, Tracer
 
 
@@ -41,6 +43,11 @@ class NNsight(Envoy):
         generator the trace's random ops (torch.randn, dropout ...) draw from."""
         options = {} if seed is None else {"seed": seed}
         return Tracer(self, "trace", args, kwargs, options, self._chosen_runner(remote))
+
+    def scan(self, *args: Any, **kwargs: Any) -> ScanTracer:
+        """A trace under fake tensors (no real compute, no host): shapes of saved values, shape
+        errors, and `.shapes`, every module's output shape (see `tracing.scan`)."""
+        return ScanTracer(self, args, kwargs, ScanRunner(self._target))
 
     def session(self, remote: bool | None = None) -> Session:
         """Several traces run as one request; values flow between them without .save()."""

@@ -126,13 +126,25 @@ class Proxy:
         builder.require_backward(".grad")
         return builder.add("grad", (self,))
 
-    def backward(self, *args: Any, **kwargs: Any) -> "BackwardContext":
-        """Run backward from this scalar after the forward pass; use as `with loss.backward(): ...`."""
-        if args or kwargs:
-            raise TracingError("backward() inside a trace takes no arguments")
-        builder = self._live("backward()")
-        node = builder.add("backward", (self,))
-        return BackwardContext(builder, node._id)
+    def backward(self, gradient: Any = None, retain_graph: bool | None = None, create_graph: bool = False,
+                 inputs: Any = None) -> "BackwardContext | None":
+        """Run backward from this value after the forward pass (`tracing.grads`); use it as
+        `with loss.backward(): ...` to read and write `.grad` inside, or call it plainly."""
+        from .grads import backward
+
+        return backward(self, gradient, retain_graph, create_graph, inputs)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Proxy":
+        """Accepted as in torch: a value whose `.grad` is used requires grad (`tracing.grads`)."""
+        from .grads import require_grad
+
+        return require_grad(self, requires_grad)
+
+    def retain_grad(self) -> None:
+        """After the trace, this saved value's `.grad` holds its gradient (`tracing.grads`)."""
+        from .grads import retain_grad
+
+        retain_grad(self)
 
     # ------------------------------------------------------------------ python protocol
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ..errors import NNsightError, TracingError
 from . import containers, context
 from .builder import GraphBuilder
+from .cache import Cache, open_cache
 from .proxy import Proxy
 
 if TYPE_CHECKING:
@@ -149,24 +150,11 @@ class Tracer(_Context):
             raise TracingError("tracer.result is only set by model.generate(...)")
         return self.builder.add("tracer.result")
 
-    def cache(self, modules: list[Any] | None = None, include_inputs: bool = False) -> "Cache":
-        """Save the outputs (and inputs) of many modules at once; keyed by named_modules() path."""
-        envoys = [self.model._at(m) if isinstance(m, str) else m for m in (modules or list(self.model.modules()))]
-        order = self.model._target.order
-        if order is not None:
-            envoys.sort(key=lambda e: order.position.get((e._path, self.call, "output"), len(order)))
-        cache = Cache()
-        for envoy in envoys:
-            entry = CacheEntry()
-            for op, name in (("cache.inputs", "inputs"), ("cache.output", "output")):
-                if name == "inputs" and not include_inputs:
-                    continue
-                proxy = self.builder.add(op, (), module=envoy._path)    # saves itself (graph.ops.Op.saves)
-                object.__setattr__(proxy, "_save_id", proxy._id)
-                self.builder.saved.append(proxy)
-                setattr(entry, "_" + name, proxy)
-            cache[envoy._path] = entry
-        return cache
+    def cache(self, modules: list[Any] | None = None, include_inputs: bool = False,
+              include_output: bool = True) -> "Cache":
+        """The outputs (and inputs) of many modules (default: every module that runs), keyed by
+        named_modules() path; one entry per call (a list in generation). See `tracing.cache`."""
+        return open_cache(self, modules, include_inputs, include_output)
 
     def log(self, *values: Any) -> None:
         """Record the values' text when the graph runs (print() inside a trace does the same)."""
@@ -243,69 +231,6 @@ class Iteration:
             t.step, t.call, t.repeat = saved
             if self.stop is None:
                 t.step = -1
-
-
-class Cache(dict):
-    """tracer.cache(): path -> CacheEntry; also `cache.model.layers[0].output`."""
-
-    def __getitem__(self, key: str) -> "CacheEntry":
-        if not dict.__contains__(self, key) and isinstance(key, str) and key.startswith("model."):
-            alt = key[len("model."):]
-            if dict.__contains__(self, alt):
-                return dict.__getitem__(self, alt)
-        return dict.__getitem__(self, key)
-
-    def __getattr__(self, name: str) -> Any:
-        return _CachePath(self, "")._step(name)
-
-
-class _CachePath:
-    """Attribute-style navigation of a Cache: cache.model.layers[0].output."""
-
-    def __init__(self, cache: Cache, path: str):
-        self._cache, self._path = cache, path
-
-    def _step(self, name: str) -> "_CachePath":
-        path = f"{self._path}.{name}" if self._path else name
-        if not any(key == path or key.startswith(path + ".") for key in self._cache):
-            raise AttributeError(f"the cache holds no module under {path!r}; cached: {list(self._cache)[:8]}")
-        return _CachePath(self._cache, path)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("output", "inputs") and dict.__contains__(self._cache, self._path):
-            return getattr(self._cache[self._path], name)
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self._step(name)
-
-    def __getitem__(self, index: int) -> "_CachePath":
-        return self._step(str(index))
-
-
-class CacheEntry:
-    """One cached module: `.output` (and `.inputs` with include_inputs=True)."""
-
-    _output: Proxy | None = None
-    _inputs: Proxy | None = None
-
-    @property
-    def output(self) -> Any:
-        return _ready(self._output)
-
-    @property
-    def inputs(self) -> Any:
-        if self._inputs is None:
-            raise TracingError("inputs were not cached: use tracer.cache(..., include_inputs=True)")
-        return _ready(self._inputs)
-
-    def __repr__(self) -> str:
-        return f"CacheEntry(output={self._output!r})"
-
-
-def _ready(proxy: Proxy | None) -> Any:
-    if proxy is not None and proxy._state == 1:
-        return proxy._value
-    return proxy
 
 
 class Session(_Context):

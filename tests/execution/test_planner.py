@@ -102,8 +102,19 @@ def test_cache_entries_are_read_where_the_forward_pass_reaches_them_out_of_progr
         plan(ordered, {0: ORDER})
 
 
-def test_a_value_computed_from_a_cache_entry_runs_after_it():
+def test_a_value_computed_from_a_cache_entry_is_refused():
+    """A cache entry holds every call of its module, filled as the model runs: read after the trace."""
     g = _graph(Node(0, "cache.output", module="b", line="u.py:1"),
                Node(1, "mul", (Ref(0), 2), line="u.py:2"))
+    with pytest.raises(ExecutionError, match="u.py:2: mul uses a tracer.cache"):
+        plan(g, {0: ORDER})
+
+
+def test_a_cache_entry_runs_at_every_call_after_the_other_nodes_there():
+    g = _graph(Node(0, "cache.output", module="b", line="u.py:1"),
+               Node(1, "module.output", module="b", line="u.py:2"),
+               Node(2, "cache.output", module="never", line="u.py:3"))
     [p] = plan(g, {0: ORDER})
-    assert [n.id for n in p.events[(0, "b", 0, "output")]] == [0, 1]
+    assert [n.id for n in p.events[(0, "b", 0, "output")]] == [1, 0]
+    assert [n.id for n in p.events[(0, "b", 1, "output")]] == [0]        # b runs twice: both calls
+    assert all(2 not in [n.id for n in nodes] for nodes in p.events.values())

@@ -45,9 +45,10 @@ def test_every_model_op_declares_what_its_readers_need():
         if op.saves:
             assert not op.borrows, f"{name}: a saved copy is an allocation of the job"
     # The meanings the readers rely on, pinned: an edit of the table that changes them fails here.
-    assert {n for n, op in MODEL_OPS.items() if not op.merges} == {"grad", "set_grad", "backward", "tracer.result"}
-    assert {n for n, op in MODEL_OPS.items() if not op.ordered} == {"cache.output", "cache.inputs", "collect"}
-    assert {n for n, op in MODEL_OPS.items() if op.saves} == {"save", "collect", "cache.output", "cache.inputs"}
+    assert {n for n, op in MODEL_OPS.items() if not op.merges} == {"grad", "set_grad", "backward", "grad.require", "grad.keep",
+                                                                    "tracer.result"}
+    assert {n for n, op in MODEL_OPS.items() if not op.ordered} == {"cache.output", "cache.inputs", "grad.keep", "collect"}
+    assert {n for n, op in MODEL_OPS.items() if op.saves} == {"save", "collect", "cache.output", "cache.inputs", "grad.keep"}
     assert [n for n, op in OPS.items() if op.weight] == ["module.param"]
     assert [n for n, op in OPS.items() if op.part == "forward"] == ["module.skip"]
     assert [n for n, op in OPS.items() if op.runs_backward] == ["backward"]
