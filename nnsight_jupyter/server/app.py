@@ -43,8 +43,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Dict, Float, Int, TraitError, Unicode, Union, validate
 
 from .auth import UnsafeConfigError
-from .handlers import (JobsHandler, ModelsHandler, ModelTreeHandler, PanelHandler, ResultHandler, SocketHandler,
-                       StatusHandler)
+from .handlers import JobsHandler, ModelsHandler, ModelTreeHandler, PanelHandler, ResultHandler, SocketHandler, StatusHandler
 from .host import Host, HostError
 from .jobs import JobStore
 from .worker import ModelSpec
