@@ -198,6 +198,7 @@ export class HostPanel extends Widget {
       },
       { once: true }
     );
+    details.open = path.length === 0; // the root starts open (its toggle event builds its children)
     return details;
   }
 
