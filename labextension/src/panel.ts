@@ -49,6 +49,10 @@ function placementText(placement: Record<string, string> | null): string {
   return devices.length === 1 ? devices[0] : `${devices.join(', ')} (${Object.keys(placement).length} parts)`;
 }
 
+function wallText(job: IJobView): string {
+  return job.wall_time === null ? '' : `${job.wall_time.toFixed(1)} s`;
+}
+
 function section(title: string): HTMLElement {
   const node = el('section', 'nnsight-Section');
   node.appendChild(el('h3', 'nnsight-SectionTitle', title));
@@ -62,6 +66,7 @@ export class HostPanel extends Widget {
   private _queue = section('Queue');
   private _jobs = section('Your jobs');
   private _modelsKey = '';
+  private _jobsKey = '';
 
   constructor(private _poller: HostPoller) {
     super();
@@ -164,7 +169,7 @@ export class HostPanel extends Widget {
       (text, part) => (/^\d+$/.test(part) ? `${text}[${part}]` : `${text}.${part}`),
       'model'
     );
-    const row = el('div', 'nnsight-TreeRow');
+    const row = el('span', 'nnsight-TreeRow');
     row.append(el('span', 'nnsight-TreeLabel', label), el('span', 'nnsight-TreeClass', node.class));
     const copy = el('button', 'nnsight-Copy jp-Button', 'copy');
     copy.title = `copy ${code}`;
@@ -221,6 +226,19 @@ export class HostPanel extends Widget {
   }
 
   private _renderJobs(jobs: IJobView[]): void {
+    // Rows are rebuilt only when a job's state changes, so a cancel button is never replaced
+    // under the pointer; while jobs run, only their wall time is updated in place.
+    const key = JSON.stringify(jobs.map(j => [j.job_id, j.status, j.position, j.batch_id, j.rows, j.error_type]));
+    if (key === this._jobsKey) {
+      jobs.forEach(job => {
+        const cell = this._jobs.querySelector(`tr[data-job-id="${job.job_id}"] td.nnsight-Wall`);
+        if (cell) {
+          cell.textContent = wallText(job);
+        }
+      });
+      return;
+    }
+    this._jobsKey = key;
     this._clear(this._jobs);
     if (!jobs.length) {
       this._jobs.appendChild(el('div', 'nnsight-Empty', 'no jobs yet'));
@@ -249,11 +267,12 @@ export class HostPanel extends Widget {
       status,
       job.batch_id ? job.batch_id.slice(0, 8) : '',
       job.rows ? job.rows.join(',') : '',
-      job.wall_time === null ? '' : `${job.wall_time.toFixed(2)} s`
+      wallText(job)
     ];
     for (const text of cells) {
       row.appendChild(el('td', '', text));
     }
+    row.cells[5].className = 'nnsight-Wall';
     row.cells[0].title = job.job_id;
     row.cells[2].title = job.error_message ? `${job.error_type}: ${job.error_message}` : job.kind;
     const action = el('td', '');

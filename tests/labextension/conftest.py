@@ -90,6 +90,14 @@ def page(browser, lab):
     context.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so that `shots` can tell a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 @pytest.fixture
 def shots(request):
     """shot(name) saves `<NN>-<name>.png` of the page under screenshots/<test name>/."""
@@ -99,13 +107,18 @@ def shots(request):
     count = [0]
 
     def shot(page, name: str) -> Path:
+        shot.page = page
         count[0] += 1
         path = folder / f"{count[0]:02d}-{name}.png"
         page.screenshot(path=str(path))
         return path
 
     shot.folder = folder
+    shot.page = None
     yield shot
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed and shot.page is not None:
+        shot(shot.page, "failed")
     print(f"screenshots: {folder}")
 
 

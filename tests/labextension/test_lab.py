@@ -55,6 +55,17 @@ def _output(page, index: int, text: str, timeout: float = 180_000):
 def _open(page, name: str) -> None:
     page.locator(".jp-DirListing-itemText", has_text=name).first.dblclick()
     _active(page).locator(".jp-Toolbar", has_text="Python 3 (nnsight)").first.wait_for()
+    page.locator(".jp-StatusBar-Component", has_text="Python 3 (nnsight) | Idle").first.wait_for(timeout=120_000)
+
+
+def _dismiss_news(page) -> None:
+    """JupyterLab asks once whether to fetch Jupyter news (a toast over the panel): answer no."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator(".jp-toast-button", has_text="No").first.click(timeout=5_000)
+    except PlaywrightTimeout:
+        pass
 
 
 def _panel(page):
@@ -74,6 +85,7 @@ def test_status_bar_reaches_ready_and_panel_shows_the_model(lab, page, notebooks
           f"{time.monotonic() - lab.started:.1f} s")
     assert f"{MODEL} ready" in page.locator(".nnsight-StatusItem").inner_text()
     shots(page, "status-ready")
+    _dismiss_news(page)
     panel = _panel(page)
     card = panel.locator(f'.nnsight-Model[data-model="{MODEL}"]')
     facts = card.locator(".nnsight-ModelFacts").inner_text()
@@ -90,7 +102,7 @@ def test_status_bar_reaches_ready_and_panel_shows_the_model(lab, page, notebooks
 def test_idle_polling_rate(page):
     """The panel's own load on the host while nothing runs (printed for the report, not asserted)."""
     before = len(page.nnsight_requests)
-    time.sleep(20)
+    page.wait_for_timeout(20_000)      # (a plain sleep would hold back playwright's events)
     made = len(page.nnsight_requests) - before
     print(f"idle: {made} requests to nnsight/api/ in 20 s = {made / 20:.2f} requests/s per open JupyterLab")
     assert made >= 1           # it follows the host (every 5 s when idle)
@@ -148,7 +160,7 @@ def test_two_notebooks_run_jobs_at_once_and_the_panel_shows_both(page, notebooks
     queue = panel.locator(".nnsight-QueueEntry")
     assert queue.count() == 2, panel.inner_text()
     busy = len(page.nnsight_requests)
-    time.sleep(10)
+    page.wait_for_timeout(10_000)
     made = len(page.nnsight_requests) - busy
     print(f"busy: {made} requests to nnsight/api/ in 10 s = {made / 10:.2f} requests/s per open JupyterLab")
     for _ in range(2):
