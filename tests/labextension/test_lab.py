@@ -55,7 +55,7 @@ def _output(page, index: int, text: str, timeout: float = 180_000):
 def _open(page, name: str) -> None:
     page.locator(".jp-DirListing-itemText", has_text=name).first.dblclick()
     _active(page).locator(".jp-Toolbar", has_text="Python 3 (nnsight)").first.wait_for()
-    page.locator(".jp-StatusBar-Component", has_text="Python 3 (nnsight) | Idle").first.wait_for(timeout=120_000)
+    _active(page).locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(timeout=120_000)
 
 
 def _dismiss_news(page) -> None:
