@@ -19,7 +19,17 @@ CONNECT = ("import nnsight_jupyter as nj\n"
 #: A job that runs until it is cancelled (thousands of steps; no early end of sequence).
 LONG_JOB = ('with model.generate("Once upon a time", max_new_tokens=3000, min_new_tokens=3000, remote=True) as tracer:\n'
             "    story = tracer.result.save()")
-READY = f'.nnsight-StatusItem[data-state="ready"]'
+TRACE = ('%%trace model "The capital of France is"\n'
+         "logits = model.lm_head.output[:, -1].save()")
+DECODE = "print('next token:', repr(model.tokenizer.decode(logits.argmax(-1))))"
+EXPLORER = ("from nnsight_jupyter.notebook.widgets import HeadPatchingExplorer\n"
+            "explorer = HeadPatchingExplorer(model, clean='When Mary and John went to the store, John gave a drink to',\n"
+            "                                corrupt='When Mary and John went to the store, Mary gave a drink to',\n"
+            "                                answer=' Mary', distractor=' John')\n"
+            "explorer")
+READY = '.nnsight-StatusItem[data-state="ready"]'
+#: Cells of a.ipynb, by index.
+CELL_CONNECT, CELL_LONG, CELL_TRACE, CELL_DECODE, CELL_EXPLORER = range(5)
 
 
 def _notebook_needs_front_end():
@@ -31,7 +41,7 @@ def _notebook_needs_front_end():
 
 @pytest.fixture(scope="module")
 def notebooks(lab):
-    write_notebook(lab, "a.ipynb", [CONNECT, LONG_JOB])
+    write_notebook(lab, "a.ipynb", [CONNECT, LONG_JOB, TRACE, DECODE, EXPLORER])
     write_notebook(lab, "b.ipynb", [CONNECT, LONG_JOB])
     return "a.ipynb", "b.ipynb"
 
@@ -128,11 +138,15 @@ def test_nnsight_kernel_in_the_launcher_and_a_notebook_connects(page, notebooks,
 
 def test_trace_cell_against_the_hosted_model(page, shots):
     _notebook_needs_front_end()
-    raise AssertionError("the %%trace step is written after the notebook-magics merge")
+    _run_cell(page, CELL_TRACE)
+    _output(page, CELL_TRACE, "done in")
+    _run_cell(page, CELL_DECODE)
+    _output(page, CELL_DECODE, "next token: ' Paris'")
+    shots(page, "trace-done")
 
 
 def test_cancel_a_long_job_from_the_panel(page, shots):
-    _run_cell(page, 1)
+    _run_cell(page, CELL_LONG)
     panel = _panel(page)
     running = panel.locator('.nnsight-Job[data-status="running"]')
     running.first.wait_for(timeout=120_000)
@@ -172,3 +186,25 @@ def test_two_notebooks_run_jobs_at_once_and_the_panel_shows_both(page, notebooks
         page.wait_for_timeout(250)
     assert active.count() == 0, panel.inner_text()
     shots(page, "both-cancelled")
+
+
+def test_head_patching_explorer_heatmap_click_updates_the_detail(page, notebooks, shots):
+    _notebook_needs_front_end()
+    page.locator(".lm-TabBar-tab", has_text=notebooks[0]).first.click()
+    _run_cell(page, CELL_EXPLORER)
+    cell = _active(page).locator(".jp-CodeCell").nth(CELL_EXPLORER)
+    cell.locator(".widget-button", has_text="Run sweep").first.click()
+    cell.locator(".widget-html", has_text="Click a head for its detail").first.wait_for(timeout=600_000)
+    heatmap = cell.locator(".js-plotly-plot").first
+    heatmap.scroll_into_view_if_needed()
+    shots(page, "sweep-done")
+    area = heatmap.locator(".nsewdrag").first
+    box = area.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3)
+    detail = cell.locator(".widget-html h4", has_text="layer")
+    detail.first.wait_for(timeout=300_000)
+    shots(page, "head-detail")
+    title = detail.first.inner_text()
+    page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.8)
+    cell.locator(".widget-html h4", has_text="layer").filter(has_not_text=title).first.wait_for(timeout=300_000)
+    shots(page, "another-head")
