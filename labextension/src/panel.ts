@@ -246,7 +246,7 @@ export class HostPanel extends Widget {
     }
     const table = el('table', 'nnsight-Jobs');
     const head = el('tr', '');
-    for (const title of ['job', 'model', 'status', 'batch', 'rows', 'wall', '']) {
+    for (const title of ['job', 'status', 'batch', 'rows', 'wall', '']) {
       head.appendChild(el('th', '', title));
     }
     table.appendChild(head);
@@ -263,7 +263,6 @@ export class HostPanel extends Widget {
     const status = job.status === 'queued' && job.position !== null ? `queued #${job.position + 1}` : job.status;
     const cells = [
       job.job_id.slice(0, 8),
-      job.model,
       status,
       job.batch_id ? job.batch_id.slice(0, 8) : '',
       job.rows ? job.rows.join(',') : '',
@@ -272,9 +271,9 @@ export class HostPanel extends Widget {
     for (const text of cells) {
       row.appendChild(el('td', '', text));
     }
-    row.cells[5].className = 'nnsight-Wall';
-    row.cells[0].title = job.job_id;
-    row.cells[2].title = job.error_message ? `${job.error_type}: ${job.error_message}` : job.kind;
+    row.cells[4].className = 'nnsight-Wall';
+    row.cells[0].title = `${job.job_id} (${job.model}, ${job.kind})`;
+    row.cells[1].title = job.error_message ? `${job.error_type}: ${job.error_message}` : job.kind;
     const action = el('td', '');
     if (job.status === 'queued' || job.status === 'running') {
       const cancel = el('button', 'nnsight-Cancel jp-Button', 'cancel');

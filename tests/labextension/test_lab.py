@@ -188,10 +188,6 @@ def test_two_notebooks_run_jobs_at_once_and_the_panel_shows_both(page, notebooks
     shots(page, "both-cancelled")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "seen 2026-12-04 after merging widgets: the sweep finishes in the page ('done: 33 forward passes') but the "
-    "FigureWidget heatmap stays empty in JupyterLab (its data never reaches the browser), so there is no cell "
-    "to click; the explorer's Python side is tested in tests/notebook"))
 def test_head_patching_explorer_heatmap_click_updates_the_detail(page, notebooks, shots):
     _notebook_needs_front_end()
     page.locator(".lm-TabBar-tab", has_text=notebooks[0]).first.click()
