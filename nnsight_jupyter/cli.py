@@ -6,6 +6,9 @@
                                         indirect-object prompt into a corrupted one, layer by layer,
                                         and print the logit-difference table.
 
+`lab` first looks for a server of this user's Jupyter runtime directory that already hosts models
+(a `make run` still running): it prints that one's URL and exits instead of starting a second one.
+
 Both servers host `smollm2-135m` (the bundled model) unless --model says otherwise; other arguments
 go to Jupyter as they are (e.g. --port=9999, --NNsightHost.job_timeout=60).
 
@@ -83,6 +86,31 @@ def server_argv(models: list[str], extra: list[str], team: bool = False) -> list
     return argv + extra
 
 
+def running_host(timeout: float = 2.0) -> dict | None:
+    """The runtime info (`url`, `token`, `pid`, ...) of a running Jupyter server of this user that
+    answers `nnsight/api/status` (a model host), or None."""
+    import urllib.request
+
+    from jupyter_server.serverapp import list_running_servers
+
+    for info in list_running_servers():
+        request = urllib.request.Request(info["url"] + "nnsight/api/status",
+                                         headers={"Authorization": f"token {info.get('token', '')}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                json.loads(response.read())
+        except (OSError, ValueError):
+            continue
+        return info
+    return None
+
+
+def lab_url(info: dict) -> str:
+    """The address to open for a server's runtime info: its /lab page, with the token if it has one."""
+    token = info.get("token")
+    return info["url"] + "lab" + (f"?token={token}" if token else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nnsight-jupyter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             parser.error(f"unknown arguments: {extra}")
         demo(args.model, args.every)
+    elif args.command == "lab" and (running := running_host()) is not None:
+        print(f"nnsight-jupyter: JupyterLab with the model host is already running (pid {running.get('pid')}):\n"
+              f"    {lab_url(running)}\n"
+              f"Open that address, or stop it first (Ctrl-C in its terminal, or `jupyter server stop "
+              f"{running.get('port')}`).")
     elif args.command in ("lab", "serve"):
         # Replace this process with Jupyter's own command line, which parses the JSON of the models.
         app = ["-m", "jupyterlab"] if args.command == "lab" else ["-m", "jupyter_server", "--no-browser"]

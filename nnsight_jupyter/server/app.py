@@ -45,7 +45,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Dict, Float, Int, TraitError, Unicode, Union, validate
 
 from .auth import UnsafeConfigError
-from .handlers import JobsHandler, ModelsHandler, ResultHandler, SocketHandler, StatusHandler
+from .handlers import JobsHandler, ModelsHandler, ModelTreeHandler, PanelHandler, ResultHandler, SocketHandler, StatusHandler
 from .host import Host, HostError
 from .jobs import JobStore
 from .worker import ModelSpec
@@ -234,6 +234,8 @@ class NNsightHost(ExtensionApp):
             (r"/nnsight/api/status", StatusHandler),
             (r"/nnsight/api/models", ModelsHandler),
             (r"/nnsight/api/models/([^/]+)", ModelsHandler),
+            (r"/nnsight/api/models/([^/]+)/tree", ModelTreeHandler),
+            (r"/nnsight/api/panel", PanelHandler),
             (r"/nnsight/api/jobs", JobsHandler),
             (r"/nnsight/api/jobs/([0-9a-f]{1,64})", JobsHandler),
             (r"/nnsight/api/jobs/([0-9a-f]{1,64})/result", ResultHandler),

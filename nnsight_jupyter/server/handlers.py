@@ -3,6 +3,8 @@
     <base_url>nnsight/ws                      the websocket (docs/protocol.md)
     <base_url>nnsight/api/status              GET
     <base_url>nnsight/api/models[/<name>]     GET
+    <base_url>nnsight/api/models/<name>/tree  GET (the module tree alone, for the JupyterLab panel)
+    <base_url>nnsight/api/panel               GET (what the JupyterLab panel shows: server/panel.py)
     <base_url>nnsight/api/jobs[/<id>]         GET, DELETE (cancel)
     <base_url>nnsight/api/jobs/<id>/result    GET (encoded values)
 
@@ -28,6 +30,7 @@ from .._version import __version__
 from ..errors import NNsightError, ProtocolError, extra_fields
 from .auth import AUTH_RESOURCE, owner_of
 from .host import Host, HostError
+from .panel import module_tree_view, panel_view
 
 MAX_REQUEST_ID = 200      # characters of a client's request_id
 
@@ -77,6 +80,28 @@ class ModelsHandler(_HostMixin, APIHandler):
             self.finish(json.dumps(self.host.describe(name)))
         except HostError as error:
             raise web.HTTPError(404 if error.code == "unknown_model" else 409, str(error)) from None
+
+
+class ModelTreeHandler(_HostMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @authorized
+    def get(self, name: str) -> None:
+        try:
+            self.finish(json.dumps(module_tree_view(self.host, name)))
+        except HostError as error:
+            raise web.HTTPError(404 if error.code == "unknown_model" else 409, str(error)) from None
+
+
+class PanelHandler(_HostMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(panel_view(self.host, owner_of(self))))
 
 
 class JobsHandler(_HostMixin, APIHandler):

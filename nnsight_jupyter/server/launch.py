@@ -38,8 +38,9 @@ def host_paths(root: Path) -> dict[str, Path]:
 
 
 def host_command(root: Path, port: int, models: dict, user_tokens: dict[str, str], admin_token: str,
-                 **host_config: Any) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) of `python -m jupyter_server` with the extension; state lives under `root`.
+                 app: str = "jupyter_server", **host_config: Any) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of `python -m <app>` (`jupyter_server`, or `jupyterlab` for the browser
+    tests) with the extension; state lives under `root`.
 
     `host_config` are `NNsightHost` settings; `db_path` among them replaces the default one.
     """
@@ -47,8 +48,8 @@ def host_command(root: Path, port: int, models: dict, user_tokens: dict[str, str
     db_path = host_config.pop("db_path", paths["db_path"])
     paths["root_dir"].mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(paths["runtime"]), JUPYTER_DATA_DIR=str(paths["data"]),
-               NNSIGHT_JUPYTER_PROGRESS="0")
-    args = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               JUPYTERLAB_WORKSPACES_DIR=str(paths["data"] / "lab-workspaces"), NNSIGHT_JUPYTER_PROGRESS="0")
+    args = [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
             "--port-retries=0", "--allow-root", f"--IdentityProvider.token={admin_token}",
             f"--ServerApp.root_dir={paths['root_dir']}", f"--ServerApp.identity_provider_class={IDENTITY_PROVIDER}",
             f"--NNsightIdentityProvider.tokens={json.dumps(user_tokens)}",
@@ -70,8 +71,9 @@ class HostProcess:
     workers it reported while it was waited for."""
 
     def __init__(self, root: Path, models: dict, user_tokens: dict[str, str], admin_token: str,
-                 port: int | None = None, **host_config: Any):
+                 port: int | None = None, app: str = "jupyter_server", **host_config: Any):
         self.root = Path(root)
+        self.app = app
         self.models = models
         self.user_tokens = user_tokens
         self.admin_token = admin_token
@@ -86,7 +88,7 @@ class HostProcess:
         """Start the server (not waiting for it)."""
         self.root.mkdir(parents=True, exist_ok=True)
         args, env = host_command(self.root, self.port, self.models, self.user_tokens, self.admin_token,
-                                 **dict(self.host_config))
+                                 app=self.app, **dict(self.host_config))
         self._log = open(self.root / "server.log", "ab")
         self.process = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)

@@ -152,11 +152,22 @@ def describe(name: str, model: Any, tokenizer: Any, order: Any) -> dict:
         "name": name,
         "config": config_dict(model),
         "module_tree": module_tree(model),
+        "parameters": sum(p.numel() for p in model.parameters()),     # tied weights counted once
+        "placement": placement(model),
         "execution_order": order.to_json(),
         "tokenizer": {"tokenizer_json": backend.to_str() if backend is not None else None,
                       "special_tokens": {k: str(v) for k, v in special.items() if v is not None},
                       "padding_side": "left"},
     }
+
+
+def placement(model: Any) -> dict[str, str]:
+    """Where the model's modules live: accelerate's `hf_device_map` when it was sharded, else {"": device}."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        return {name: str(device) for name, device in device_map.items()}
+    first = next(model.parameters(), None)
+    return {"": str(first.device) if first is not None else "cpu"}
 
 
 def load_model(spec: ModelSpec) -> tuple[Any, Any]:
