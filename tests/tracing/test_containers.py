@@ -222,8 +222,11 @@ def test_saving_a_set_or_other_object_is_refused(llama):
 
 
 def test_cache_entries_in_a_repeated_block_are_not_taken_per_step(free_llama):
-    # Only saves and saved containers collect per step; a cache entry keeps its own value (the last step's).
+    # Only saves and saved containers collect per step; a cache entry keeps its own calls (one per step, as
+    # nnsight's cache does during generation: tracing/cache.py), not one list of them per step.
     with free_llama.generate(PROMPT, max_new_tokens=3) as tracer:
         for _ in tracer.all():
             cache = tracer.cache(modules=[free_llama.model.layers[0]])
-    assert cache["model.layers.0"].output.shape == (1, 1, 64)
+    calls = cache["model.layers.0"].output
+    assert len(calls) == 3 and [c.shape[1] for c in calls[1:]] == [1, 1]
+    assert all(c.shape[0] == 1 and c.shape[2] == 64 for c in calls)
