@@ -96,10 +96,10 @@ class _Executor:
         self.budget = new_budget()          # per-job memory and log limits (None: none set, no accounting)
         # Random ops draw from generators of their own job (graph.ops.Op.sample), seeded by its runs.
         self.generators = JobGenerators(seeds if seeds is not None else run_seeds(graph))
-        self.sharded = is_sharded(target.module)     # accelerate placed it: values move between devices
         # One handler per model op of the table (`_HANDLERS`, checked against MODEL_OPS at import).
         self._dispatch: dict[str, Callable[[Node, Any], Any]] = {
             name: getattr(self, _HANDLERS[name]) for name in MODEL_OPS}
+        self.sharded = is_sharded(target.module)     # accelerate placed it: values move between devices
 
     # ------------------------------------------------------------------ runs
 

@@ -29,11 +29,12 @@ def test_scan_gives_every_module_shape_without_computing(llama, raw_llama, token
     monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: calls.append(x) or torch.nn.functional.linear(
         x, self.weight, self.bias))
     with llama.scan(PROMPT) as scan:
-        width = llama.model.layers[0].output.shape[-1].save()
+        width = llama.model.layers[0].output.shape[-1]           # fixed by the model: a plain int (shapes.py)
+        length = llama.model.layers[0].output.shape[1].save()    # varies with the prompt: traced, then saved
         llama.model.layers[1].output[:, -1] = 0                  # a valid write: checked, nothing computed
         logits = llama.lm_head.output.save()
     assert calls and all(isinstance(x, torch._subclasses.fake_tensor.FakeTensor) for x in calls)
-    assert width == 64
+    assert width == 64 and length == 6
     assert logits.shape == (1, 6, 200) and logits.device.type == "meta"     # shape and dtype, no data
     shapes = scan.shapes
     for path, shape in expected.items():
@@ -81,5 +82,5 @@ def test_ipython_completer_offers_submodules(llama):
         with provisionalcompleter():
             offered = {c.text for c in shell.Completer.completions("model.model.", 12)}
     finally:
-        shell.user_ns.pop("model")
+        InteractiveShell.clear_instance()       # the singleton is not this test's to keep (tests/notebook makes its own)
     assert {"layers", "embed_tokens", "norm", "output", "skip"} <= offered
