@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import Any
 
 from . import errors as _errors
-from ._version import __version__
+from ._version import __version__  # noqa: F401 - nnsight_jupyter.__version__
 
 #: The API names and the module each lives in (loaded on first use).
 _API = {"connect": ".client", "LanguageModel": ".tracing", "NNsight": ".tracing", "Proxy": ".tracing",
@@ -40,16 +40,7 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """`%load_ext nnsight_jupyter`: the notebook front end (magics, widgets) is imported only here."""
-    from importlib.util import find_spec
-
-    if find_spec(f"{__name__}.notebook") is None:
-        from .errors import NNsightError
-
-        raise NNsightError(
-            "%load_ext nnsight_jupyter loads the notebook front end (the %%trace and %nnsight magics), which this "
-            f"version ({__version__}) does not include yet. Traces work in any cell without it: "
-            "`with model.trace(prompt): ...`, and nnsight_jupyter.connect() for a model host.")
+    """`%load_ext nnsight_jupyter`: the notebook front end (the %%trace and %nnsight magics) is imported only here."""
     from .notebook import load_ipython_extension as load
 
     load(ipython)

@@ -29,6 +29,7 @@ class Socket:
         self.timeout = timeout
         self.welcome: dict[str, Any] | None = None
         self.closed = False
+        self.received = 0          # bytes of the messages read so far (a status line's "bytes received")
         self._ws: Any = None
 
     def open(self) -> Any:
@@ -119,6 +120,7 @@ class Socket:
         except ConnectionClosed:
             self.drop()
             raise Dropped() from None
+        self.received += len(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else len(raw.encode())
         return parse(raw)
 
     def send_frame(self, frame: bytes) -> None:

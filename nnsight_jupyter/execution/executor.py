@@ -143,6 +143,7 @@ class _Executor:
         self.batch = batch
         self.result.rows = batch.size
         self.step = 0
+        self.forwards = 0            # forward passes of the model in this run (generation steps)
         self.seq_len = batch.seq_len
         self.count_in: dict[str, int] = {}
         self.count_out: dict[str, int] = {}
@@ -205,10 +206,11 @@ class _Executor:
     def _step_hook(self, module, args):
         if self.suspended:
             return None
-        if self.count_in or self.count_out:
+        if self.forwards:            # every forward of the model after the first is the next step
             self.step += 1
             self.count_in.clear()
             self.count_out.clear()
+        self.forwards += 1
         if self.step > 0 and self.plan.run.options.get("use_cache") is not False:
             self.seq_len = None
         elif self.step > 0:

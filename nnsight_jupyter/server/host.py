@@ -376,6 +376,9 @@ class Host:
         elif kind == "progress":
             self._notify(message["job_id"], {"type": protocol.PROGRESS, "job_id": message["job_id"],
                                              "step": message["step"], "steps": message["steps"]})
+        elif kind == "log":
+            self._notify(message["job_id"], {"type": protocol.LOG, "job_id": message["job_id"],
+                                             "line": message["line"], "text": message["text"]})
         elif kind == "done":
             self._on_done(model, message)
 

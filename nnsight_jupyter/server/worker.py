@@ -20,6 +20,7 @@ host -> worker   {"type": "batch", "batch_id", "jobs": [{"job_id", "graph": byte
                  {"type": "cancel", "job_id"}            {"type": "stop"}
 worker -> host   {"type": "ready", "info": {...}}          {"type": "failed", "error": str}
                  {"type": "progress", "job_id", "step", "steps"}
+                 {"type": "log", "job_id", "line", "text"}    (a print() of a job that runs alone, as it runs)
                  {"type": "done", "batch_id", "jobs": {job_id: {"ok": True, "payload", "rows", "batch_id",
                   "logs", "missing"} | {"ok": False, "error": {"type", "message", and the
                   error's fields: "reason", "line", "module", "shapes", "fix" (NNsightError.fields)}}}}
@@ -281,8 +282,11 @@ def run_batch(message: dict, target: Any, spec: ModelSpec, conn: Any, cancelled:
                 raise JobCancelledError("cancelled while running")
             conn.send({"type": "progress", "job_id": job_id, "step": step + 1, "steps": steps})
 
+        def on_log(line: str, text: str, job_id: str = job_id) -> None:
+            conn.send({"type": "log", "job_id": job_id, "line": line, "text": text})
+
         try:
-            result = execute(graph, target, echo_logs=False, on_step=on_step)
+            result = execute(graph, target, echo_logs=False, on_step=on_step, on_log=on_log)
             outcomes[job_id] = JobOutcome(result=result, rows=(0, result.rows))
         except Exception as error:  # noqa: BLE001 - a bug must fail the job, not the worker
             outcomes[job_id] = JobOutcome(error=_internal(error))

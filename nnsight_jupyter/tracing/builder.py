@@ -131,9 +131,11 @@ class GraphBuilder:
     def rebind(self, frame: Any) -> None:
         """At the top level of a module or notebook cell, rebind saved names to their values."""
         containers.expand_in_frame(self, frame)
-        if frame is None or frame.f_code.co_name != "<module>":
-            return
-        namespace = frame.f_globals
+        if frame is not None and frame.f_code.co_name == "<module>":
+            self.rebind_names(frame.f_globals)
+
+    def rebind_names(self, namespace: dict) -> None:
+        """Rebind the names in `namespace` that hold a saved proxy of this request to its value."""
         for name, value in list(namespace.items()):
             if type(value) is Proxy and value._builder is self and value._state == READY:
                 namespace[name] = value._value
