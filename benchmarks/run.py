@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.run [--write benchmarks/README.md] [--quick]
                                        [--models gpt2,smollm2] [--scenarios a,b,c]
                                        [--remote | --no-remote] [--remote-models smollm2,tiny]
+                                       [--patching | --no-patching]
 
 Each repetition runs every contender once, in an order that rotates from one repetition to the
 next, so machine noise (this machine is shared) lands on all contenders alike. Before timing, the
@@ -12,6 +13,9 @@ carry no leftover hooks. torch runs on one thread.
 Then (`--remote`, the default) the remote-host benchmarks of `benchmarks/remote.py`: a real Jupyter
 server with the extension on 127.0.0.1, round trips against local traces and 8 concurrent clients
 against one-at-a-time and hand-batched PyTorch.
+
+Then (`--patching`, the default) `benchmarks/patching.py`: head patching on SmolLM2, every plan of the
+ladder against plain PyTorch sweeps, at about 15, 60 and 200 tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 
 import torch
 
+from benchmarks import patching as patching_bench
 from benchmarks import remote
 from benchmarks.scenarios import MODELS, SCENARIOS
 
@@ -216,7 +221,7 @@ section of its own below.
 """
 
 
-def report(stats, codec, quick, remote_figures=None):
+def report(stats, codec, quick, remote_figures=None, patching_section=None):
     parts = [HEADER, "## Key targets\n", targets(stats, remote_figures), ""]
     for model, by_scenario in stats.items():
         parts += [f"## {MODELS[model][0]}\n", table(by_scenario), ""]
@@ -225,6 +230,8 @@ def report(stats, codec, quick, remote_figures=None):
         parts += [remote.report(remote_figures, quick)]
     elif isinstance(remote_figures, str):
         parts += ["## Remote host (127.0.0.1)\n", remote_figures, ""]
+    if patching_section:
+        parts += [patching_section, ""]
     parts += ["## Run\n",
               f"* date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"
               + (" (**--quick**: few repetitions, figures are rough)" if quick else ""),
@@ -246,6 +253,8 @@ def main(argv=None):
                         help="also run the remote-host benchmarks (benchmarks/remote.py; default: on)")
     parser.add_argument("--remote-models", default=",".join(remote.PLANS),
                         help="comma list of: " + ", ".join(remote.PLANS))
+    parser.add_argument("--patching", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the head-patching plans benchmark (benchmarks/patching.py; default: on)")
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -298,7 +307,20 @@ def main(argv=None):
             failed = True
         log(f"remote: {time.perf_counter() - start:.1f} s")
 
-    text = report(stats, codec, args.quick, remote_figures)
+    patching_section = None
+    if args.patching:
+        start = time.perf_counter()
+        try:
+            patching_section = patching_bench.report(patching_bench.run(quick=args.quick))
+        except Exception as error:  # noqa: BLE001 - keep the other figures; report it and fail at the end
+            import traceback
+
+            traceback.print_exc()
+            patching_section = f"## Head patching\n\nnot measured: {type(error).__name__}: {error}"
+            failed = True
+        log(f"patching: {time.perf_counter() - start:.1f} s")
+
+    text = report(stats, codec, args.quick, remote_figures, patching_section)
     print(text)
     if args.write:
         with open(args.write, "w") as f:

@@ -32,7 +32,7 @@ ANSWERS = (" Mary", " John")
 
 def demo(model_name: str = "smollm2-135m", every: int = 1) -> list[tuple[int, float, float]]:
     """Residual-stream patching at the subject position; returns (layer, logit diff, recovered)."""
-    from . import LanguageModel
+    from . import LanguageModel, patching
 
     started = time.perf_counter()
     model = LanguageModel(model_name)
@@ -42,30 +42,12 @@ def demo(model_name: str = "smollm2-135m", every: int = 1) -> list[tuple[int, fl
     if len(clean_ids) != len(corrupt_ids):
         raise SystemExit("the demo prompts must tokenize to the same length")
     position = next(i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b and i > 3)
-    mary, john = (tok(a, add_special_tokens=False)["input_ids"][0] for a in ANSWERS)
     layers = list(range(0, len(model.model.layers), every))
 
-    started = time.perf_counter()
-    with model.trace() as tracer:
-        with tracer.invoke(CLEAN):
-            clean_resid = [model.model.layers[i].output[:, position] for i in layers]
-            clean_logits = model.lm_head.output[:, -1].save()
-        with tracer.invoke(CORRUPT):
-            corrupt_logits = model.lm_head.output[:, -1].save()
-        patched = []
-        for i, resid in zip(layers, clean_resid):
-            with tracer.invoke(CORRUPT):
-                model.model.layers[i].output[:, position] = resid
-                patched.append(model.lm_head.output[:, -1].save())
-    ran = time.perf_counter() - started
-
-    def diff(logits) -> float:
-        row = logits.value[0]
-        return float(row[mary] - row[john])
-
-    clean, corrupt = diff(clean_logits), diff(corrupt_logits)
-    rows = [(i, diff(p), (diff(p) - corrupt) / (clean - corrupt)) for i, p in zip(layers, patched)]
-    print(f"{model_name}: loaded in {loaded:.1f} s; {len(layers) + 2} invokes in one forward pass, {ran:.2f} s")
+    result = patching.residual_patching(model, (CLEAN, CORRUPT, *ANSWERS), positions=position, layers=layers)
+    clean, corrupt = result.baselines["clean"][0], result.baselines["corrupt"][0]
+    rows = [(i, float(v), (float(v) - corrupt) / (clean - corrupt)) for i, v in zip(layers, result.scores[:, 0])]
+    print(f"{model_name}: loaded in {loaded:.1f} s; patched with plan {result.plan!r}: {result.cost}")
     print(f"clean:   {CLEAN!r} -> logit diff (Mary - John) {clean:+.2f}")
     print(f"corrupt: {CORRUPT!r} -> {corrupt:+.2f}")
     print(f"patching the residual stream at token {position} ({tok.decode([clean_ids[position]])!r}) "

@@ -254,6 +254,7 @@ class LanguageTarget(ModuleTarget):
             if run.kind != "generate":
                 kwargs["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
         kwargs.update(extra or {})
+        broadcast_cache(kwargs.get("past_key_values"), size)
         return Batch((), kwargs, spans, size, seq_len, pad_left, extra or {})
 
     def _tensor_batch(self, inputs: list[tuple[int, tuple, dict, bool]],
@@ -287,6 +288,20 @@ class LanguageTarget(ModuleTarget):
         kwargs.setdefault("pad_token_id", self.pad_id())
         kwargs.update(options)
         return self.module.generate(**kwargs)
+
+
+def broadcast_cache(cache: Any, rows: int) -> None:
+    """A key/value cache of one row serves every row of a larger batch: its keys and values are
+    expanded to `rows` (views: nothing is copied; a forward appends to them with `torch.cat`). The
+    patching library computes a shared prefix once this way and continues many patched runs from it."""
+    layers = getattr(cache, "layers", None)
+    if rows <= 1 or not isinstance(layers, list):
+        return
+    for layer in layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if isinstance(tensor, torch.Tensor) and tensor.dim() == 4 and tensor.shape[0] == 1:
+                setattr(layer, name, tensor.expand(rows, *tensor.shape[1:]))
 
 
 def _all_rows_spans(inputs: list, spans: dict[int, Span], size: int, seq_len: int | None,
