@@ -13,6 +13,7 @@ from __future__ import annotations
 from .attribution import attribution_patching
 from .cost import Cost
 from .errors import AnswerTokenError, ArchitectureError, PairLengthError, PatchingError, PlanError, PositionError
+from .heads_detail import HeadDetail, patch_one_head
 from .lens import logit_lens, logit_stats
 from .metrics import logit_diff
 from .pairs import Pair, PairSet, pairs
@@ -20,7 +21,7 @@ from .plans import PLANS
 from .result import LensResult, LogitStats, PatchingResult
 from .sweeps import head_patching, mlp_patching, residual_patching
 
-__all__ = ["head_patching", "residual_patching", "mlp_patching", "attribution_patching", "logit_lens",
-           "logit_stats", "pairs", "Pair", "PairSet", "Cost", "PatchingResult", "LensResult", "LogitStats",
+__all__ = ["head_patching", "residual_patching", "mlp_patching", "attribution_patching", "patch_one_head", "logit_lens",
+           "logit_stats", "pairs", "Pair", "PairSet", "Cost", "PatchingResult", "HeadDetail", "LensResult", "LogitStats",
            "PLANS", "logit_diff", "PatchingError", "PairLengthError", "AnswerTokenError", "PositionError",
            "ArchitectureError", "PlanError"]
