@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tutorial_host import start_tutorial_host
+import nbformat
+from conftest import start_tutorial_host
 
 HERE = Path(__file__).resolve().parent
 
@@ -19,8 +20,16 @@ def main(names: list[str]) -> None:
         for notebook in notebooks:
             subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", "--inplace",
                             "--ExecutePreprocessor.timeout=900", str(notebook)], check=True, cwd=HERE)
+            drop_widget_state(notebook)
     finally:
         host.stop()
+
+
+def drop_widget_state(path: Path) -> None:
+    """Remove the saved widget state (megabytes of plotly data): widgets need a live kernel anyway."""
+    notebook = nbformat.read(path, as_version=4)
+    if notebook.metadata.pop("widgets", None) is not None:
+        nbformat.write(notebook, path)
 
 
 if __name__ == "__main__":
