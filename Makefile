@@ -32,7 +32,7 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 	cd $(SHARED)/conformance && $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider .
-	$(PY) -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg notebooks  # the tutorials (README.md)
+	$(PY) -m pytest -q --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks  # the tutorials (README.md)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test,bench]"
