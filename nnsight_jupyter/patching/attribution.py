@@ -31,12 +31,12 @@ def attribution_patching(model: Any, pairs: Any, positions: Positions = -1, metr
     n_heads, head_dim = found.heads_shape()
     name, fn, normalised = resolve(metric)
     meter = Meter()
-    per_pair, cleans, corrupts = [], [], []
-    for i, pair in enumerate(pair_set):
-        chosen = normalize_positions(positions, pair.length)
-        projections = [found.head_projection(layer) for layer in range(found.n_layers)]
+    projections = [found.head_projection(layer) for layer in range(found.n_layers)]
+    saved = []
+    for pair in pair_set:   # a session each: a second backward trace in one session loses its saves (docs/patching.md)
         session = model.session(remote=remote)
         session.runner = meter.wrap(session.runner)
+        chosen = normalize_positions(positions, pair.length)
         with session:
             with model.trace(pair.clean[None]):
                 clean_inputs = [p.input[:, chosen] for p in projections]
@@ -48,9 +48,12 @@ def attribution_patching(model: Any, pairs: Any, positions: Positions = -1, metr
                 corrupt_score = score.save()
                 with score.sum().backward():          # gradients arrive later layers first
                     grads = [x.grad[:, chosen].save() for x in reversed(inputs)][::-1]
+            saved.append((len(chosen), clean_score, corrupt_score, deltas, grads))
+    per_pair, cleans, corrupts = [], [], []
+    for done, (n_positions, clean_score, corrupt_score, deltas, grads) in enumerate(saved, 1):
         rows = []
         for delta, grad in zip(deltas, grads):
-            product = (delta.value.float() * grad.value.float()).reshape(1, len(chosen), n_heads, head_dim)
+            product = (delta.value.float() * grad.value.float()).reshape(1, n_positions, n_heads, head_dim)
             rows.append(product.sum(dim=(0, 1, 3)))
         effect = torch.stack(rows)
         clean, corrupt = float(clean_score.value.reshape(-1)[0]), float(corrupt_score.value.reshape(-1)[0])
@@ -59,7 +62,7 @@ def attribution_patching(model: Any, pairs: Any, positions: Positions = -1, metr
         cleans.append(clean)
         corrupts.append(corrupt)
         if progress is not None:
-            progress(i + 1, len(pair_set))
+            progress(done, len(pair_set))
     stacked = torch.stack(per_pair)
     labels = {"layer": [str(layer) for layer in range(found.n_layers)], "head": [str(h) for h in range(n_heads)]}
     return PatchingResult(stacked.mean(0), ("layer", "head"), labels, meter.cost(), "attribution", name,

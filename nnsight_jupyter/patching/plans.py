@@ -16,8 +16,9 @@ and what comes back:
                key/value cache of the positions before p (one trace's `past_key_values`, handed to the
                later traces of the session) serves every row.
 
-`run_sweep` returns per-layer score rows and the clean / corrupt baseline scores, counting the cost on
-the `Meter` it is given.
+`run_sweeps` runs the sweeps of every pair (one session for them all, except with ``naive``) and returns
+for each the per-layer score rows and the clean / corrupt baseline scores, counting the cost on the
+`Meter` of the sweeps.
 """
 
 from __future__ import annotations
@@ -60,16 +61,19 @@ class SweepOutcome:
     corrupt: float
 
 
+Pending = Callable[[], SweepOutcome]     # a sweep's outcome, readable once its session has run
+
+
 class _Quiet:
     """Observer of the sweep's runs: turns its progress log lines into `progress(done, total)` calls
     and keeps them from being printed."""
 
-    def __init__(self, progress: Callable[[int, int], None] | None, offset: int, total: int):
-        self.progress, self.offset, self.total = progress, offset, total
+    def __init__(self, progress: Callable[[int, int], None] | None, total: int):
+        self.progress, self.total = progress, total
 
     def log(self, line: str, text: str) -> None:
         if text.startswith(PROGRESS) and self.progress is not None:
-            self.progress(self.offset + int(text.split()[-1]), self.total)
+            self.progress(int(text.split()[-1]), self.total)
 
 
 @dataclass
@@ -94,7 +98,7 @@ class Sweep:
         self.n_units = int(self.masks.shape[0])
         self.clean_ids = self.pair.clean[None]
         self.corrupt_ids = self.pair.corrupt[None]
-        self.observer = _Quiet(self.progress, self.progress_offset, self.progress_total)
+        self.observer = _Quiet(self.progress, self.progress_total)
 
     # ------------------------------------------------------------------ helpers
 
@@ -110,9 +114,9 @@ class Sweep:
 
     def _tick(self, tracer: Any, done: int) -> None:
         if self.progress is not None:
-            tracer.log(f"{PROGRESS} {done}")
+            tracer.log(f"{PROGRESS} {self.progress_offset + done}")
 
-    def _session(self):
+    def open_session(self):
         session = self.model.session(remote=self.remote)
         session.runner = self.meter.wrap(session.runner)
         session.observer = self.observer
@@ -145,25 +149,19 @@ class Sweep:
 
     # ------------------------------------------------------------------ plans
 
-    def naive(self) -> SweepOutcome:
+    def naive(self) -> Pending:
         return self._one_by_one(self._trace, scalars=False, cached=False)
 
-    def session(self) -> SweepOutcome:
-        with self._session():
-            out = self._one_by_one(self.model.trace, scalars=False, cached=False, deferred=True)
-        return out()
+    def session(self) -> Pending:
+        return self._one_by_one(self.model.trace, scalars=False, cached=False, deferred=True)
 
-    def scalars(self) -> SweepOutcome:
-        with self._session():
-            out = self._one_by_one(self.model.trace, scalars=True, cached=False, deferred=True)
-        return out()
+    def scalars(self) -> Pending:
+        return self._one_by_one(self.model.trace, scalars=True, cached=False, deferred=True)
 
-    def cached(self) -> SweepOutcome:
-        with self._session():
-            out = self._one_by_one(self.model.trace, scalars=True, cached=True, deferred=True)
-        return out()
+    def cached(self) -> Pending:
+        return self._one_by_one(self.model.trace, scalars=True, cached=True, deferred=True)
 
-    def _one_by_one(self, trace, *, scalars: bool, cached: bool, deferred: bool = False):
+    def _one_by_one(self, trace, *, scalars: bool, cached: bool, deferred: bool = False) -> Pending:
         """One corrupt trace per (layer, unit): the first four rungs."""
         if scalars:
             clean_values, clean_score = self._clean_cache() if cached else (None, None)
@@ -203,58 +201,61 @@ class Sweep:
             scores = torch.tensor([[self._local(v.value) for v in row] for row in runs])
             return SweepOutcome(scores, self._local(clean_logits.value), self._local(corrupt_logits.value))
 
-        return outcome if deferred else outcome()
+        return outcome
 
-    def batched(self) -> SweepOutcome:
-        with self._session():
-            clean_values, clean_score = self._clean_cache()
-            with self.model.trace(self.corrupt_ids):
-                corrupt_score = self._score(self._last_logits()).save()
-            rows = []
-            for done, layer in enumerate(self.layer_ids, 1):
-                with self.model.trace() as tracer:
-                    row = []
-                    for unit in range(self.n_units):
-                        with tracer.invoke(self.corrupt_ids):
-                            self._patch(layer, clean_values[layer], self.masks[unit:unit + 1])
-                            row.append(self._score(self._last_logits()).save())
-                    self._tick(tracer, done)
-                rows.append(row)
-        scores = torch.tensor([[float(v.value.reshape(-1)[0]) for v in row] for row in rows])
-        return SweepOutcome(scores, float(clean_score.value), float(corrupt_score.value))
+    def batched(self) -> Pending:
+        clean_values, clean_score = self._clean_cache()
+        with self.model.trace(self.corrupt_ids):
+            corrupt_score = self._score(self._last_logits()).save()
+        rows = []
+        for done, layer in enumerate(self.layer_ids, 1):
+            with self.model.trace() as tracer:
+                row = []
+                for unit in range(self.n_units):
+                    with tracer.invoke(self.corrupt_ids):
+                        self._patch(layer, clean_values[layer], self.masks[unit:unit + 1])
+                        row.append(self._score(self._last_logits()).save())
+                self._tick(tracer, done)
+            rows.append(row)
+        return lambda: SweepOutcome(torch.tensor([[float(v.value.reshape(-1)[0]) for v in row] for row in rows]),
+                                    float(clean_score.value), float(corrupt_score.value))
 
-    def skip(self) -> SweepOutcome:
+    def skip(self) -> Pending:
         return self._skipping(start=0)
 
-    def kv(self) -> SweepOutcome:
+    def kv(self) -> Pending:
         return self._skipping(start=self.site.positions[0])
 
-    def _skipping(self, start: int) -> SweepOutcome:
+    def _skipping(self, start: int) -> Pending:
         """One trace per layer of n_units rows; layers below it skipped with the corrupt run's outputs; only
         positions start.. computed (the corrupt run's key/value cache stands for the ones before)."""
         n, ids = self.n_units, self.corrupt_ids[:, start:]
         masks = self.masks[:, start:]
-        with self._session():
-            clean_values, clean_score = self._clean_cache(start)
-            kwargs = {}
-            if start > 0:
-                with self.model.trace(self.corrupt_ids[:, :start]):
-                    kwargs["past_key_values"] = self.model.output.past_key_values
-            with self.model.trace(ids, **kwargs):
-                corrupt_outputs = [self.layout.layers[layer].output for layer in range(max(self.layer_ids))]
-                corrupt_score = self._score(self._last_logits()).save()
-            batch = ids.expand(n, -1)
-            scores = []
-            for done, layer in enumerate(self.layer_ids, 1):
-                with self.model.trace(batch, **kwargs) as tracer:
-                    for below in range(layer):
-                        self.layout.layers[below].skip(corrupt_outputs[below].expand(n, -1, -1))
-                    self._patch(layer, clean_values[layer], masks)
-                    scores.append(self._score(self._last_logits()).save())
-                    self._tick(tracer, done)
-        return SweepOutcome(torch.stack([s.value.float() for s in scores]), float(clean_score.value),
-                            float(corrupt_score.value))
+        clean_values, clean_score = self._clean_cache(start)
+        kwargs = {}
+        if start > 0:
+            with self.model.trace(self.corrupt_ids[:, :start]):
+                kwargs["past_key_values"] = self.model.output.past_key_values
+        with self.model.trace(ids, **kwargs):
+            corrupt_outputs = [self.layout.layers[layer].output for layer in range(max(self.layer_ids))]
+            corrupt_score = self._score(self._last_logits()).save()
+        batch = ids.expand(n, -1)
+        scores = []
+        for done, layer in enumerate(self.layer_ids, 1):
+            with self.model.trace(batch, **kwargs) as tracer:
+                for below in range(layer):
+                    self.layout.layers[below].skip(corrupt_outputs[below].expand(n, -1, -1))
+                self._patch(layer, clean_values[layer], masks)
+                scores.append(self._score(self._last_logits()).save())
+                self._tick(tracer, done)
+        return lambda: SweepOutcome(torch.stack([s.value.float() for s in scores]), float(clean_score.value),
+                                    float(corrupt_score.value))
 
 
-def run_sweep(sweep: Sweep, plan: str) -> SweepOutcome:
-    return getattr(sweep, plan)()
+def run_sweeps(sweeps: list[Sweep], plan: str) -> list[SweepOutcome]:
+    """Every pair's sweep with `plan`: one request per run (naive), else one session for them all."""
+    if plan == "naive":
+        return [sweep.naive()() for sweep in sweeps]
+    with sweeps[0].open_session():
+        pending = [getattr(sweep, plan)() for sweep in sweeps]
+    return [outcome() for outcome in pending]

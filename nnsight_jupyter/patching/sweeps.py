@@ -19,7 +19,7 @@ from .errors import PatchingError
 from .metrics import normalise, resolve
 from .pairs import PairSet, normalize_positions
 from .pairs import pairs as make_pairs
-from .plans import Sweep, choose_plan, run_sweep
+from .plans import Sweep, choose_plan, run_sweeps
 from .result import PatchingResult
 from .sites import HeadSite, ModuleSite
 
@@ -60,10 +60,10 @@ def _run(model: Any, data: Any, make_site: Callable, title: str, *, metric: Any,
     swept = _layers(found, layers)
     meter = Meter()
     total = len(pair_set) * len(swept)
+    sweeps = [Sweep(model, found, site, pair, fn, meter, remote, progress, i * len(swept), total, swept)
+              for i, (pair, site) in enumerate(zip(pair_set, sites))]
     per_pair, cleans, corrupts = [], [], []
-    for i, (pair, site) in enumerate(zip(pair_set, sites)):
-        sweep = Sweep(model, found, site, pair, fn, meter, remote, progress, i * len(swept), total, swept)
-        outcome = run_sweep(sweep, chosen)
+    for outcome in run_sweeps(sweeps, chosen):
         scores = outcome.scores.float()
         if normalised:
             scores = normalise(scores, outcome.clean, outcome.corrupt)

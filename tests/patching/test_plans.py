@@ -139,3 +139,9 @@ def test_progress_is_reported_once_per_layer_by_every_plan(llama, plan):
     seen = []
     P.head_patching(llama, PAIR, plan=plan, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(i, 4) for i in range(1, 5)]
+
+
+def test_several_pairs_are_one_request(llama):
+    for plan in ("scalars", "batched", "kv"):
+        assert P.head_patching(llama, [PAIR, PAIR], plan=plan).cost.requests == 1
+    assert P.attribution_patching(llama, [PAIR, PAIR]).cost.requests == 2      # one per pair: see docs/patching.md

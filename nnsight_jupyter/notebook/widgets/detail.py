@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import torch
 
 from .figures import heatmap_widget, show_scores
-from .html import table, token_label
+from .markup import table, token_label
 
 
 def top_k_table(detail: Any) -> str:

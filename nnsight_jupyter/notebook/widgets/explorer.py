@@ -22,7 +22,7 @@ from ... import patching
 from . import form
 from .detail import HeadDetailPanel
 from .figures import clear, heatmap_widget, show_scores
-from .html import note
+from .markup import note
 
 
 class HeadPatchingExplorer(widgets.VBox):

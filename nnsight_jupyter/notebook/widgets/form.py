@@ -13,7 +13,7 @@ from typing import Any, Callable
 import ipywidgets as widgets
 
 from ...errors import NNsightError
-from .html import error_box
+from .markup import error_box
 
 
 class WidgetInputError(NNsightError):

@@ -15,7 +15,7 @@ import ipywidgets as widgets
 from ... import patching
 from . import form
 from .figures import heatmap_widget, show_scores
-from .html import note
+from .markup import note
 
 
 class LogitLens(widgets.VBox):
