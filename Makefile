@@ -63,6 +63,7 @@ test: install $(VENV)/.browser-installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 	cd $(SHARED)/conformance && $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider .
+	$(PY) -m pytest -q --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks  # the tutorials (README.md)
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test,bench]"
