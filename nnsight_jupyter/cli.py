@@ -86,6 +86,18 @@ def server_argv(models: list[str], extra: list[str], team: bool = False) -> list
     return argv + extra
 
 
+#: The notebook JupyterLab opens on when started from a checkout (`make run`), if it is there.
+TUTORIAL = "notebooks/01_quickstart.ipynb"
+
+
+def open_on_tutorial(argv: list[str], root: str = ".") -> list[str]:
+    """`argv` plus a default URL opening the first tutorial, when the server's root (the current
+    folder) holds it and `argv` names no default URL of its own."""
+    if any("default_url" in a for a in argv) or not os.path.exists(os.path.join(root, TUTORIAL)):
+        return argv
+    return [*argv, f"--LabApp.default_url=/lab/tree/{TUTORIAL}"]
+
+
 def running_host(timeout: float = 2.0) -> dict | None:
     """The runtime info (`url`, `token`, `pid`, ...) of a running Jupyter server of this user that
     answers `nnsight/api/status` (a model host), or None."""
@@ -135,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command in ("lab", "serve"):
         # Replace this process with Jupyter's own command line, which parses the JSON of the models.
         app = ["-m", "jupyterlab"] if args.command == "lab" else ["-m", "jupyter_server", "--no-browser"]
-        os.execv(sys.executable, [sys.executable, *app, *server_argv(args.model, extra, team=args.command == "serve")])
+        argv = server_argv(args.model, extra, team=args.command == "serve")
+        if args.command == "lab":
+            argv = open_on_tutorial(argv)
+        os.execv(sys.executable, [sys.executable, *app, *argv])
     return 0
 
 

@@ -30,3 +30,11 @@ def test_server_arguments_host_the_bundled_model_by_default():
     assert set(json.loads(two[0].split("=", 1)[1])) == {"a", "b"} and "--ip=127.0.0.1" not in two
     with pytest.raises(SystemExit, match="NAME=SOURCE"):
         cli.server_argv(["nonsense"], [])
+
+
+def test_lab_opens_on_the_first_tutorial_when_the_checkout_has_it(tmp_path):
+    assert cli.open_on_tutorial(["--ip=127.0.0.1"], str(tmp_path)) == ["--ip=127.0.0.1"]
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / cli.TUTORIAL).write_text("{}")
+    assert cli.open_on_tutorial(["--ip=127.0.0.1"], str(tmp_path))[-1] == f"--LabApp.default_url=/lab/tree/{cli.TUTORIAL}"
+    assert cli.open_on_tutorial(["--LabApp.default_url=/lab"], str(tmp_path)) == ["--LabApp.default_url=/lab"]
