@@ -66,6 +66,14 @@ class StatusHandler(_HostMixin, APIHandler):
                                 "user": owner_of(self)}))
 
 
+def _finish_model(handler: APIHandler, view: Any, name: str) -> None:
+    """Answer with `view(name)` as JSON: 404 for an unknown model, 409 for one not ready."""
+    try:
+        handler.finish(json.dumps(view(name)))
+    except HostError as error:
+        raise web.HTTPError(404 if error.code == "unknown_model" else 409, str(error)) from None
+
+
 class ModelsHandler(_HostMixin, APIHandler):
     auth_resource = AUTH_RESOURCE
 
@@ -76,10 +84,7 @@ class ModelsHandler(_HostMixin, APIHandler):
             self.finish(json.dumps({n: {"state": m.state, "error": m.error, "source": m.spec.source,
                                         "dtype": m.spec.dtype} for n, m in self.host.models.items()}))
             return
-        try:
-            self.finish(json.dumps(self.host.describe(name)))
-        except HostError as error:
-            raise web.HTTPError(404 if error.code == "unknown_model" else 409, str(error)) from None
+        _finish_model(self, self.host.describe, name)
 
 
 class ModelTreeHandler(_HostMixin, APIHandler):
@@ -88,10 +93,7 @@ class ModelTreeHandler(_HostMixin, APIHandler):
     @web.authenticated
     @authorized
     def get(self, name: str) -> None:
-        try:
-            self.finish(json.dumps(module_tree_view(self.host, name)))
-        except HostError as error:
-            raise web.HTTPError(404 if error.code == "unknown_model" else 409, str(error)) from None
+        _finish_model(self, lambda model: module_tree_view(self.host, model), name)
 
 
 class PanelHandler(_HostMixin, APIHandler):
